@@ -1,0 +1,21 @@
+"""Exceptions that tbkit raises for expected failures.
+
+The CLI turns every `TbkitError` into one line on stderr and a non-zero exit;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class TbkitError(Exception):
+    """Base class for expected, user-facing failures (bad data, bad run dir, ...)."""
+
+
+class DataError(TbkitError):
+    """A data source is missing, unreachable, corrupt or of the wrong shape."""
+
+
+class CheckpointError(TbkitError):
+    """A checkpoint is unreadable or belongs to a different architecture."""
+
+
+class RunDirError(TbkitError):
+    """The run directory cannot be created, written or locked."""
