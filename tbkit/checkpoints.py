@@ -1,0 +1,151 @@
+"""Best-checkpoint keeping and early stopping.
+
+The decision ("is this a new best?") is the pure function `is_improvement`;
+saving is a separate step through `tf.train.CheckpointManager`. The state of
+both (best value, its step, the step of the last improvement) lives in
+`tf.Variable`s that are saved inside the checkpoints, so a restarted run
+continues with the same patience and never overwrites a better best.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import tensorflow as tf
+
+_MODES = ("max", "min")
+
+
+def is_improvement(value: float, best: float | None, mode: str = "max", min_delta: float = 0.0) -> bool:
+    """Whether `value` beats `best` by more than `min_delta`.
+
+    Args:
+      value: the new metric value; NaN or infinite never improves.
+      best: the best so far, or None when there is none yet.
+      mode: `"max"` (higher is better, e.g. accuracy) or `"min"` (e.g. loss).
+      min_delta: the margin an improvement must exceed (>= 0).
+
+    Returns:
+      True if `value` is a new best.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
+    if min_delta < 0:
+        raise ValueError(f"min_delta must be >= 0. Received: min_delta={min_delta}")
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None or not math.isfinite(best):
+        return True
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+class _BestState(tf.Module):
+    def __init__(self, mode: str, name=None):
+        super().__init__(name=name)
+        self.best_value = tf.Variable(-math.inf if mode == "max" else math.inf, dtype=tf.float64, trainable=False)
+        self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+
+    @property
+    def best(self) -> float | None:
+        return None if int(self.best_step.numpy()) < 0 else float(self.best_value.numpy())
+
+
+class EarlyStopping(_BestState):
+    """Stops when the metric has not improved for `patience` steps.
+
+    The state is a `tf.Module`: put it in the `tf.train.Checkpoint` used for
+    resuming, and a restored run keeps counting from where it was.
+
+    Args:
+      patience: steps without improvement before stopping (positive).
+      mode: `"max"` or `"min"`.
+      min_delta: margin an improvement must exceed.
+
+    Example:
+
+      stopper = EarlyStopping(patience=1000)
+      if stopper.update(val_acc, step): ...   # new best
+      if stopper.should_stop(step): break
+    """
+
+    def __init__(self, patience: int, mode: str = "max", min_delta: float = 0.0):
+        if not isinstance(patience, int) or patience <= 0:
+            raise ValueError(f"patience must be a positive integer. Received: patience={patience}")
+        is_improvement(0.0, None, mode, min_delta)  # validates mode and min_delta
+        super().__init__(mode, name="early_stopping")
+        self.patience, self.mode, self.min_delta = patience, mode, min_delta
+        self.last_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def update(self, value: float, step: int) -> bool:
+        """Records `value` at `step`; returns True if it is a new best."""
+        if not is_improvement(value, self.best, self.mode, self.min_delta):
+            return False
+        self.best_value.assign(value)
+        self.best_step.assign(step)
+        self.last_improvement.assign(step)
+        return True
+
+    def should_stop(self, step: int) -> bool:
+        """True once `patience` steps have passed since the last improvement."""
+        return step - int(self.last_improvement.numpy()) >= self.patience
+
+
+class BestCheckpoint(_BestState):
+    """Saves a checkpoint with `tf.train.CheckpointManager` on each new best value.
+
+    The checkpoint holds the given objects plus `best_value` and `best_step`,
+    so it restores with an ordinary `tf.train.Checkpoint(model=...)` and the
+    keeper reloads its best from disk on restart (it never overwrites a better
+    checkpoint with a worse one).
+
+    Args:
+      directory: where checkpoints go, e.g. `RUN/checkpoints/best`.
+      mode, min_delta: as in `is_improvement`.
+      max_to_keep: how many of the most recent bests to keep (default 1).
+      **objects: trackables to save, as for `tf.train.Checkpoint` (e.g. `model=model`).
+    """
+
+    def __init__(self, directory: str, mode: str = "max", min_delta: float = 0.0, max_to_keep: int = 1, **objects):
+        is_improvement(0.0, None, mode, min_delta)
+        if not objects:
+            raise ValueError("BestCheckpoint needs at least one object to save, e.g. model=model")
+        super().__init__(mode, name="best_checkpoint")
+        self.directory, self.mode, self.min_delta = directory, mode, min_delta
+        self.checkpoint = tf.train.Checkpoint(**objects, best_value=self.best_value, best_step=self.best_step)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name="best"
+        )
+        path = self.manager.latest_checkpoint
+        if path:
+            self.best_value.assign(tf.train.load_variable(path, "best_value/.ATTRIBUTES/VARIABLE_VALUE"))
+            self.best_step.assign(tf.train.load_variable(path, "best_step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+    @property
+    def best_path(self) -> str | None:
+        """Prefix of the best checkpoint on disk, or None."""
+        return self.manager.latest_checkpoint
+
+    def update(self, value: float, step: int) -> bool:
+        """Saves a checkpoint if `value` is a new best; returns whether it did."""
+        if not is_improvement(value, self.best, self.mode, self.min_delta):
+            return False
+        old_value, old_step = self.best_value.numpy(), self.best_step.numpy()
+        self.best_value.assign(value)
+        self.best_step.assign(step)
+        try:
+            self.manager.save(checkpoint_number=step)
+        except BaseException:
+            self.best_value.assign(old_value)
+            self.best_step.assign(old_step)
+            raise
+        return True
+
+    def restore(self):
+        """Restores the best checkpoint into the objects; returns the load status."""
+        if not self.best_path:
+            raise FileNotFoundError(f"no best checkpoint in {self.directory}")
+        return self.checkpoint.restore(self.best_path)
+
+    def __repr__(self) -> str:
+        return f"BestCheckpoint({os.fspath(self.directory)!r}, best={self.best}, step={int(self.best_step.numpy())})"

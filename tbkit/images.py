@@ -1,0 +1,222 @@
+"""Image summaries: pure builders (arrays in, uint8 RGB images out) and thin writers.
+
+Builders never touch `tf.summary`; they are unit-tested on arrays. Writers
+render only when a summary will actually be recorded and return what
+`tf.summary.image` returns.
+
+Filter grids: one tile per output filter, in filter order, row-major on a
+near-square grid. A kernel with C input channels draws each tile as a
+near-square sub-grid of its C `(kh, kw)` slices (channel order, row-major), so
+every weight is visible; a 1-channel kernel gives plain `kh x kw` tiles. All
+tiles share one symmetric colour scale `[-max|w|, +max|w|]` through the
+`seismic` colour map: white is zero, blue negative, red positive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+import numpy as np
+import tensorflow as tf
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+_GAP = (128, 128, 128)
+
+
+def _grid_shape(n: int) -> tuple[int, int]:
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def _tile(patches: np.ndarray, gap: float) -> np.ndarray:
+    """Lays `(n, h, w, ...)` patches on a near-square grid separated by 1-px gaps."""
+    n, h, w = patches.shape[:3]
+    rows, cols = _grid_shape(n)
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1) + patches.shape[3:], gap, patches.dtype)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = patches[i]
+    return out
+
+
+def filter_grid(kernel, scale: int = 4, cmap: str = "seismic") -> np.ndarray:
+    """Renders a conv kernel `(kh, kw, in, out)` as an RGB uint8 image.
+
+    Args:
+      kernel: a 4-D array (or variable) of weights.
+      scale: each weight becomes a `scale x scale` block (nearest neighbour).
+      cmap: matplotlib colour map (default `seismic`).
+
+    Returns:
+      uint8 array `(H, W, 3)`; gaps between tiles are grey.
+    """
+    k = np.asarray(kernel, dtype=np.float32)
+    if k.ndim != 4:
+        raise ValueError(f"kernel must be 4-D (kh, kw, in, out). Received shape: {k.shape}")
+    vmax = float(np.max(np.abs(k[np.isfinite(k)]))) if np.isfinite(k).any() else 0.0
+    vmax = vmax or 1.0
+    normed = np.clip((k + vmax) / (2 * vmax), 0.0, 1.0)  # 0.5 == zero weight
+    # (out, in, kh, kw): one tile per output filter, a sub-grid of its input channels.
+    per_filter = np.transpose(normed, (3, 2, 0, 1))
+    tiles = np.stack([_tile(f, np.nan) for f in per_filter])
+    grid = _tile(tiles, np.nan)
+    rgb = (matplotlib.colormaps[cmap](np.nan_to_num(grid, nan=0.5))[..., :3] * 255).astype(np.uint8)
+    rgb[np.isnan(grid)] = _GAP
+    return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+
+
+def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
+    """Counts `(true, predicted)` pairs: an int64 `(num_classes, num_classes)` array."""
+    labels = np.asarray(labels, dtype=np.int64).ravel()
+    predictions = np.asarray(predictions, dtype=np.int64).ravel()
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels and predictions differ in size: {labels.size} vs {predictions.size}")
+    flat = np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
+    return flat[: num_classes * num_classes].reshape(num_classes, num_classes)
+
+
+def confusion_matrix_text(cm, class_names: Sequence[str] | None = None) -> str:
+    """The matrix as aligned text: rows are true classes, columns predictions."""
+    cm = np.asarray(cm)
+    names = [str(c) for c in (class_names or range(len(cm)))]
+    width = max(len(str(int(cm.max()))) if cm.size else 1, *(len(n) + 2 for n in names))
+    lines = []
+    for name, row in zip(names, cm, strict=True):
+        lines.append(" ".join(f"{int(v):>{width}d}" for v in row) + f"  ({name})")
+    lines.append(" ".join(f"{'(' + n + ')':>{width}}" for n in names))
+    return "\n".join(lines)
+
+
+def figure_to_image(fig) -> np.ndarray:
+    """Renders a matplotlib figure to an RGB uint8 array with Agg, then closes it.
+
+    No display is needed; pyplot figures are closed so they do not accumulate.
+    """
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    import matplotlib.pyplot as plt  # only to release pyplot-managed figures
+
+    plt.close(fig)
+    return image
+
+
+def confusion_matrix_image(
+    cm, class_names: Sequence[str] | None = None, normalize: bool = False, title: str | None = None
+) -> np.ndarray:
+    """Draws a confusion matrix with counts in the cells, axis labels and a colour bar.
+
+    Args:
+      cm: `(n, n)` counts, rows true classes.
+      class_names: tick labels (default `0..n-1`).
+      normalize: colour and annotate by row-normalised rates instead of counts.
+      title: optional figure title.
+
+    Returns:
+      uint8 RGB image.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    n = len(cm)
+    names = [str(c) for c in (class_names or range(n))]
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    fig = Figure(figsize=(5.5, 5), dpi=80)
+    ax = fig.add_subplot()
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=max(float(shown.max()), 1e-9))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    if title:
+        ax.set_title(title)
+    threshold = shown.max() / 2 if shown.size else 0
+    for i in range(n):
+        for j in range(n):
+            text = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+            colour = "white" if shown[i, j] > threshold else "black"
+            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=7)
+    fig.tight_layout()
+    return figure_to_image(fig)
+
+
+def example_errors_image(
+    images, labels, predictions, class_names: Sequence[str] | None = None, count: int = 9
+) -> np.ndarray:
+    """A 3x3 grid of the first misclassified images titled `True: t, Pred: p`.
+
+    Args:
+      images: `(N, H, W)` or `(N, H, W, 1)` array (uint8 or float).
+      labels, predictions: `(N,)` integer classes.
+      class_names: names used in the titles (default the class numbers).
+      count: how many errors to show (default 9).
+
+    Returns:
+      uint8 RGB image (a "no errors" panel when every prediction is right).
+    """
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[..., 0]
+    labels, predictions = np.asarray(labels).ravel(), np.asarray(predictions).ravel()
+    wrong = np.flatnonzero(labels != predictions)[:count]
+    name = (lambda c: str(class_names[c])) if class_names else str
+    rows, cols = _grid_shape(max(count, 1))
+    fig = Figure(figsize=(cols * 1.4, rows * 1.5), dpi=80)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < len(wrong):
+            k = wrong[i]
+            ax.imshow(images[k], cmap="binary")
+            ax.set_title(f"True: {name(int(labels[k]))}, Pred: {name(int(predictions[k]))}", fontsize=8)
+        else:
+            ax.axis("off")
+    if not len(wrong):
+        fig.text(0.5, 0.5, "no misclassified examples", ha="center", va="center")
+    fig.tight_layout()
+    return figure_to_image(fig)
+
+
+def _will_record() -> bool:
+    return bool(tf.summary.should_record_summaries())
+
+
+def image_summary(name: str, image: np.ndarray, step=None, description: str | None = None):
+    """Writes one uint8 `(H, W, 3)` image with `tf.summary.image`."""
+    return tf.summary.image(name, image[np.newaxis], step=step, max_outputs=1, description=description)
+
+
+def filters_summary(name: str, kernel, step=None, scale: int = 4):
+    """Writes `filter_grid(kernel)` as image `name` if a summary will be recorded."""
+    if not _will_record():
+        return False
+    return image_summary(name, filter_grid(kernel, scale=scale), step)
+
+
+def confusion_matrix_summary(
+    name: str, labels, predictions, num_classes: int, step=None, class_names=None, normalize=False
+):
+    """Writes the confusion-matrix image if a summary will be recorded."""
+    if not _will_record():
+        return False
+    cm = confusion_matrix(labels, predictions, num_classes)
+    return image_summary(name, confusion_matrix_image(cm, class_names, normalize), step)
+
+
+def example_errors_summary(name: str, images, labels, predictions, step=None, class_names=None):
+    """Writes the 3x3 example-errors image if a summary will be recorded."""
+    if not _will_record():
+        return False
+    return image_summary(name, example_errors_image(images, labels, predictions, class_names), step)
+
+
+def figure_summary(name: str, fig, step=None):
+    """Writes a matplotlib figure as an image (rendered only if it will be recorded)."""
+    if not _will_record():
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return False
+    return image_summary(name, figure_to_image(fig), step)
