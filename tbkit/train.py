@@ -1,0 +1,358 @@
+"""Training the MNIST CNN the tutorial's way, fully instrumented.
+
+`train(TrainConfig(...))` validates every `eval_every` iterations, keeps the
+best checkpoint, stops after `require_improvement` iterations without a better
+validation accuracy, resumes an interrupted run exactly, and finally restores
+the best checkpoint and evaluates it on the test set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from tbkit import images as tbi
+from tbkit.checkpoints import BestCheckpoint, EarlyStopping
+from tbkit.datasets import eval_dataset, mnist, train_dataset
+from tbkit.errors import CheckpointError, TbkitError
+from tbkit.graph import write_graph
+from tbkit.model import MnistCNN
+from tbkit.rundir import RunDir, default_run_name
+from tbkit.writers import RunWriters
+
+#: Flags that define the trajectory of a run; a resume must not change them.
+_FIXED_ON_RESUME = ("batch_size", "learning_rate", "validation_size", "eval_every", "seed")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a training run; the CLI's defaults come from here."""
+
+    logdir: str = "logs"
+    run_name: str | None = None
+    num_iterations: int = 10_000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    eval_every: int = 100
+    require_improvement: int = 1000
+    summary_every: int = 100
+    checkpoint_every: int = 500
+    data_dir: str | None = None
+    validation_size: int = 5000
+    seed: int | None = None
+    images: bool = True
+    histograms: bool = True
+    deterministic: bool = True
+
+    def validate(self) -> None:
+        for field in (
+            "num_iterations",
+            "batch_size",
+            "eval_every",
+            "require_improvement",
+            "summary_every",
+            "checkpoint_every",
+            "validation_size",
+        ):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{field} must be a positive integer. Received: {field}={value!r}")
+        if not self.learning_rate > 0 or not np.isfinite(self.learning_rate):
+            raise ValueError(f"learning_rate must be a positive number. Received: learning_rate={self.learning_rate}")
+        if self.seed is not None and not 0 <= self.seed < 2**31:
+            raise ValueError(f"seed must be between 0 and 2**31-1. Received: seed={self.seed}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: str
+    iterations: int
+    best_step: int
+    best_accuracy: float
+    test_accuracy: float
+    test_correct: int
+    test_total: int
+    early_stopped: bool
+    confusion_matrix: np.ndarray
+    timings: dict
+
+
+class _Interrupt:
+    """Turns SIGINT/SIGTERM into a flag checked between iterations."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _versions() -> dict:
+    import tensorboard
+
+    import tbkit
+
+    return {"tensorflow": tf.__version__, "tensorboard": tensorboard.__version__, "keras": keras.__version__, "tbkit": tbkit.__version__, "python": sys.version.split()[0]}
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Runs (or resumes, or re-evaluates) one training run; see the module docstring.
+
+    Raises:
+      ValueError: a setting is invalid.
+      TbkitError: bad data, an unwritable or locked run directory, a checkpoint
+        of another architecture. Nothing already in the run directory is lost.
+    """
+    config.validate()
+    started = time.perf_counter()
+    timings = dict.fromkeys(("startup", "train_steps", "summaries", "validation", "checkpoints", "test"), 0.0)
+    # Data first: a bad data set must not leave anything in the run directory.
+    data = mnist.load(config.data_dir, config.validation_size, log=log)
+    if config.batch_size > len(data.train_images):
+        raise ValueError(f"batch_size must not exceed the {len(data.train_images)} training images. Received: batch_size={config.batch_size}")
+
+    run = RunDir(config.logdir, config.run_name or default_run_name())
+    resuming = run.exists() and os.path.exists(run.config_path)
+    stored = run.read_config() if resuming else None
+    if stored:
+        for key in _FIXED_ON_RESUME:
+            given, before = getattr(config, key), stored["flags"].get(key)
+            if key == "seed" and given is None:
+                continue
+            if given != before:
+                raise TbkitError(f"run {run.path} was started with {key}={before}; resuming with {given} would not continue it (use another --run-name)")
+        config = dataclasses.replace(config, seed=stored["seed"])
+    seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    run.create()
+    run.lock()
+    try:
+        return _train(config, run, data, seed, stored, started, timings, log)
+    finally:
+        run.unlock()
+
+
+def _train(config, run, data, seed, stored, started, timings, log) -> TrainResult:
+    keras.utils.set_random_seed(seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    model = MnistCNN(logging=config.histograms)
+    model(tf.zeros((1, 28, 28, 1)))
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    optimizer.build(model.trainable_variables)
+    iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
+    finished = tf.Variable(False, trainable=False)
+    window = tf.Variable(tf.zeros(3), trainable=False)  # sum of loss, accuracy, count
+    stopper = EarlyStopping(config.require_improvement)
+
+    for directory in (run.best_dir, run.latest_dir):
+        path = tf.train.latest_checkpoint(directory)
+        if path:
+            model.check_checkpoint(path)
+    best = BestCheckpoint(run.best_dir, model=model)
+    state = tf.train.Checkpoint(model=model, optimizer=optimizer, iteration=iteration, finished=finished, train_window=window, early_stopping=stopper)
+    latest = tf.train.CheckpointManager(state, run.latest_dir, max_to_keep=2, checkpoint_name="latest")
+    if latest.latest_checkpoint:
+        try:
+            state.restore(latest.latest_checkpoint).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise CheckpointError(f"{latest.latest_checkpoint}: cannot restore ({str(e).splitlines()[0]})") from None
+        if not bool(finished.numpy()):
+            log(f"Resuming from iteration {int(iteration.numpy())}")
+    if stored is None:
+        run.write_config(
+            {
+                "flags": dataclasses.asdict(config),
+                "seed": seed,
+                "versions": _versions(),
+                "data": {"source": data.source, "sha256": dict(data.sha256), "train": len(data.train_images), "validation": len(data.validation_images), "test": len(data.test_images)},
+                "created": datetime.datetime.now().isoformat(timespec="seconds"),
+            }
+        )
+
+    writers = RunWriters(run.path)
+    val_ds = eval_dataset(data.validation_images, data.validation_labels)
+    test_ds = eval_dataset(data.test_images, data.test_labels)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
+        window.assign_add(tf.stack([loss, acc, 1.0]))
+        return loss, acc
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(x, y):
+        logits = model(x, training=False)
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        return loss, tf.argmax(logits, 1, output_type=tf.int32)
+
+    def evaluate(ds):
+        losses, preds = [], []
+        for x, y in ds:
+            loss, pred = eval_step(x, y)
+            losses.append(loss)
+            preds.append(pred)
+        preds = np.concatenate([p.numpy() for p in preds])
+        return float(np.sum([v.numpy() for v in losses])) / len(preds), preds
+
+    timings["startup"] = time.perf_counter() - started
+    early_stopped = False
+    try:
+        with writers.scope("train"):
+            if not bool(finished.numpy()):
+                early_stopped = _loop(config, data, seed, model, iteration, window, stopper, best, latest, writers, train_step, evaluate, val_ds, timings, log)
+                finished.assign(True)
+                t = time.perf_counter()
+                latest.save(checkpoint_number=int(iteration.numpy()))
+                timings["checkpoints"] += time.perf_counter() - t
+            else:
+                log(f"Run {run.name} already finished at iteration {int(iteration.numpy())}; evaluating its best checkpoint.")
+                early_stopped = stopper.should_stop(int(iteration.numpy()))
+        if not best.best_path:
+            raise CheckpointError(f"{run.best_dir}: no best checkpoint to evaluate")
+        t = time.perf_counter()
+        status = best.restore()
+        status.assert_existing_objects_matched()
+        test_loss, test_pred = evaluate(test_ds)
+        correct = int(np.sum(test_pred == data.test_labels))
+        total = len(test_pred)
+        cm = tbi.confusion_matrix(data.test_labels, test_pred, mnist.NUM_CLASSES)
+        best_step = int(best.best_step.numpy())
+        if not tf.io.gfile.glob(os.path.join(run.path, "test", "events.*")):
+            with writers.scope("test", step=best_step):
+                tf.summary.scalar("accuracy", correct / total)
+                tf.summary.scalar("loss", test_loss)
+                if config.images:
+                    tbi.confusion_matrix_summary("confusion_matrix", data.test_labels, test_pred, mnist.NUM_CLASSES)
+            _write_hparams(run, config, seed, best.best or 0.0, correct / total)
+        timings["test"] = time.perf_counter() - t
+    finally:
+        writers.close()
+
+    elapsed = time.perf_counter() - started
+    log(f"Time usage: {datetime.timedelta(seconds=round(elapsed))}")
+    log(f"Accuracy on Test-Set: {correct / total:.1%} ({correct} / {total})")
+    log("Confusion Matrix:")
+    log(tbi.confusion_matrix_text(cm))
+    timings["total"] = elapsed
+    return TrainResult(run.path, int(iteration.numpy()), best_step, float(best.best or 0.0), correct / total, correct, total, early_stopped, cm, timings)
+
+
+def _loop(config, data, seed, model, iteration, window, stopper, best, latest, writers, train_step, evaluate, val_ds, timings, log) -> bool:
+    """The training loop proper; returns True when it stopped early."""
+    start = int(iteration.numpy())
+    ds = train_dataset(data.train_images, data.train_labels, config.batch_size, seed, start_step=start)
+    if start == 0:
+        write_graph(train_step, tf.TensorSpec((config.batch_size, 28, 28, 1), tf.float32), tf.TensorSpec((config.batch_size,), tf.int32))
+    interactive = sys.stdout.isatty()
+    bar = tqdm(total=config.num_iterations, initial=start, disable=not interactive, unit="it", dynamic_ncols=True, leave=False)
+    say = bar.write if interactive else log
+    stopped_early = False
+    with _Interrupt() as interrupt:
+        it = iter(ds)
+        for step in range(start + 1, config.num_iterations + 1):
+            t = time.perf_counter()
+            x, y = next(it)
+            loss, acc = train_step(x, y)
+            timings["train_steps"] += time.perf_counter() - t
+            if step % config.summary_every == 0:
+                t = time.perf_counter()
+                model.summarize(step, x)
+                if config.images:
+                    for name in ("layer_conv1", "layer_conv2"):
+                        tbi.filters_summary(f"{name}/filters", getattr(model, name).kernel.numpy(), step=step)
+                timings["summaries"] += time.perf_counter() - t
+            if step % config.eval_every == 0:
+                t = time.perf_counter()
+                loss_sum, acc_sum, count = window.numpy()
+                window.assign(tf.zeros(3))
+                tf.summary.scalar("loss", loss_sum / count, step=step)
+                tf.summary.scalar("accuracy", acc_sum / count, step=step)
+                val_loss, val_pred = evaluate(val_ds)
+                val_acc = float(np.mean(val_pred == data.validation_labels))
+                improved = stopper.update(val_acc, step)
+                tv = time.perf_counter()
+                best.update(val_acc, step)
+                ckpt_dt = time.perf_counter() - tv
+                timings["checkpoints"] += ckpt_dt
+                with writers.scope("validation", step=step):
+                    tf.summary.scalar("loss", val_loss)
+                    tf.summary.scalar("accuracy", val_acc)
+                    tf.summary.scalar("best_accuracy", stopper.best)
+                    if improved and config.images:
+                        tbi.confusion_matrix_summary("confusion_matrix", data.validation_labels, val_pred, mnist.NUM_CLASSES)
+                        tbi.example_errors_summary("example_errors", data.validation_images, data.validation_labels, val_pred)
+                say(f"Iter: {step:>6}, Train-Batch Accuracy: {float(acc):>6.1%}, Validation Acc: {val_acc:>6.1%}{' *' if improved else ''}")
+                bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+                timings["validation"] += time.perf_counter() - t - ckpt_dt
+                if stopper.should_stop(step):
+                    say("No improvement found in a while, stopping optimization.")
+                    stopped_early = True
+            iteration.assign(step)
+            bar.update(1)
+            if stopped_early:
+                break
+            if step % config.checkpoint_every == 0 or interrupt.signum is not None:
+                t = time.perf_counter()
+                latest.save(checkpoint_number=step)
+                timings["checkpoints"] += time.perf_counter() - t
+            if interrupt.signum is not None:
+                bar.close()
+                writers.flush()
+                name = signal.Signals(interrupt.signum).name
+                raise Interrupted(f"{name} received: stopped at iteration {step}, saved {latest.latest_checkpoint}; run the same command again to resume", 128 + interrupt.signum)
+    bar.close()
+    return stopped_early
+
+
+class Interrupted(TbkitError):
+    """Training stopped on a signal after saving a checkpoint."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _write_hparams(run, config, seed, best_accuracy, test_accuracy) -> None:
+    from tensorboard.plugins.hparams import api as hp
+
+    hparams = {
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "eval_every": config.eval_every,
+        "require_improvement": config.require_improvement,
+        "validation_size": config.validation_size,
+        "seed": seed,
+    }
+    writer = tf.summary.create_file_writer(run.path)
+    with writer.as_default(step=0):
+        hp.hparams(hparams, trial_id=run.name)
+        tf.summary.scalar("hparams/best_validation_accuracy", best_accuracy)
+        tf.summary.scalar("hparams/test_accuracy", test_accuracy)
+    writer.close()

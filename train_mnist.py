@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Train the tutorial's MNIST CNN with tbkit. See `python train_mnist.py --help`."""
+
+import os
+import sys
+
+# Before TensorFlow is imported: keep its C++ start-up chatter off the console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tbkit.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
