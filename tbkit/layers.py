@@ -70,7 +70,10 @@ class SummarizedLayer(keras.layers.Layer):
                 )
             )
         if activations is not None and histograms:
-            with tf.name_scope(self.name + "/"):
+            # Absolute scope: in a graph the forward pass already used this
+            # name, and a relative scope would be renamed `<name>_1`.
+            outer = tf.get_current_name_scope()
+            with tf.name_scope(f"{outer}/{self.name}/" if outer else f"{self.name}/"):
                 recorded.append(tf.summary.histogram("activations", activations, step=step))
         return tf.reduce_all(tf.stack(recorded))
 

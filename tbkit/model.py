@@ -51,7 +51,11 @@ def summarize_layers(model, step=None, inputs=None, histograms: bool = True):
         raise ValueError(f"{model.name} has no tbkit layers to summarize")
     activations = {}
     if inputs is not None and histograms:
-        probe = keras.Model(model.inputs, [layer.output for layer in layers])
+        probe = getattr(model, "_tbkit_probe", None)
+        if probe is None:
+            ins = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+            probe = keras.Model(ins, [layer.output for layer in layers])
+            model._tbkit_probe = probe  # built once per model, reused at every log
         outputs = probe(inputs, training=False)
         activations = dict(zip([la.name for la in layers], outputs, strict=True))
     results = [
@@ -138,21 +142,19 @@ class Model(keras.Model):
                 False: tf.function(self._summaries, reduce_retracing=True),
             }
         step = tf.convert_to_tensor(step, tf.int64)
+        # `logging` is a Python bool: each value gets its own trace, no tf.cond
+        # (whose "cond/" scope would leak into the tags).
         if x is None:
-            return self._summary_fn[False](step, tf.constant(self.logging))
-        return self._summary_fn[True](step, x, tf.constant(self.logging))
+            return self._summary_fn[False](step, histograms=bool(self.logging))
+        return self._summary_fn[True](step, x, histograms=bool(self.logging))
 
     def _summaries(self, step, histograms, acts=None):
         acts = acts or {}
-
-        def write(with_hist: bool):
-            out = [
-                layer.summarize(step, acts.get(layer.name), histograms=with_hist)
-                for layer in summarized_layers(self)
-            ]
-            return tf.reduce_all(tf.stack(out))
-
-        return tf.cond(histograms, lambda: write(True), lambda: write(False))
+        out = [
+            layer.summarize(step, acts.get(layer.name), histograms=histograms)
+            for layer in summarized_layers(self)
+        ]
+        return tf.reduce_all(tf.stack(out))
 
     def _summaries_with_batch(self, step, x, histograms):
         _, acts = self.forward(x)

@@ -80,11 +80,15 @@ def variable_summaries(
           tbkit.variable_summaries(dense.kernel, name="dense/weights")
     """
     name = name or clean_name(var)
+    # tf.cond opens a "cond/" name scope in graphs; re-entering the caller's
+    # scope as an absolute one keeps the tags identical eagerly and compiled.
+    outer = tf.get_current_name_scope()
+    scope = f"{outer}/{name}/" if outer else f"{name}/"
 
     def record():
         values = tf.convert_to_tensor(var)
         finite, nonfinite, mean, stddev, vmin, vmax = _stats(values)
-        with tf.name_scope(name):
+        with tf.name_scope(scope):
             ok = tf.summary.scalar("mean", mean, step=step)
             tf.summary.scalar("stddev", stddev, step=step)
             tf.summary.scalar("min", vmin, step=step)
@@ -92,12 +96,13 @@ def variable_summaries(
             if histogram:
                 tf.summary.histogram("histogram", finite, step=step, buckets=buckets)
 
-            def flag():
+        def flag():
+            with tf.name_scope(scope):
                 tf.summary.scalar("nonfinite", tf.cast(nonfinite, tf.float32), step=step)
-                tf.numpy_function(_warn_nonfinite, [tf.constant(name), nonfinite], tf.int64)
-                return tf.constant(True)
+            tf.numpy_function(_warn_nonfinite, [tf.constant(scope[:-1]), nonfinite], tf.int64)
+            return tf.constant(True)
 
-            tf.cond(nonfinite > 0, flag, lambda: tf.constant(False))
+        tf.cond(nonfinite > 0, flag, lambda: tf.constant(False))
         return ok
 
     return tf.cond(tf.summary.should_record_summaries(), record, lambda: tf.constant(False))

@@ -1,0 +1,93 @@
+"""Image builders on arrays, and image summaries decoded from event files."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tbkit
+from conftest import decode_image_events, load_events
+
+
+def test_filter_grid_single_channel_symmetric_scale():
+    k = np.zeros((2, 2, 1, 4), np.float32)
+    k[0, 0, 0, 0] = 1.0  # strongest positive -> dark red
+    k[0, 0, 0, 1] = -0.5  # negative -> blue
+    img = tbkit.filter_grid(k, scale=1)
+    # 4 tiles on a 2x2 grid of 2x2 tiles with 1-pixel gaps.
+    assert img.shape == (5, 5, 3) and img.dtype == np.uint8
+    red, blue, zero = img[0, 0], img[0, 3], img[1, 1]
+    assert red[0] > red[2] and blue[2] > blue[0]
+    assert np.all(zero > 240)  # seismic's centre (zero) is white
+    assert tuple(img[2, 0]) == (128, 128, 128)  # gap
+    # The scale is shared: flipping the sign swaps the colours exactly.
+    flipped = tbkit.filter_grid(-k, scale=1)
+    assert tuple(flipped[0, 3]) != tuple(blue)
+
+
+def test_filter_grid_multichannel_tiles_every_input_channel():
+    rng = np.random.default_rng(0)
+    k = rng.normal(size=(5, 5, 16, 36)).astype(np.float32)
+    img = tbkit.filter_grid(k, scale=1)
+    tile = 4 * 6 - 1  # 4x4 sub-grid of 5x5 channel slices with gaps
+    assert img.shape == (6 * (tile + 1) - 1, 6 * (tile + 1) - 1, 3)
+    with pytest.raises(ValueError, match="4-D"):
+        tbkit.filter_grid(np.zeros((5, 5, 16)))
+
+
+def test_confusion_matrix_counts():
+    cm = tbkit.confusion_matrix([0, 1, 2, 2, 1], [0, 2, 2, 2, 1], 3)
+    np.testing.assert_array_equal(cm, [[1, 0, 0], [0, 1, 1], [0, 0, 2]])
+    text = tbkit.confusion_matrix_text(cm)
+    assert text.splitlines()[1].split()[:3] == ["0", "1", "1"]
+
+
+def test_confusion_matrix_image_differs_for_an_error():
+    identity = tbkit.confusion_matrix_image(np.diag([5, 5, 5]))
+    one_off = tbkit.confusion_matrix_image(np.array([[5, 0, 0], [0, 4, 1], [0, 0, 5]]))
+    assert identity.shape == one_off.shape and identity.ndim == 3
+    assert not np.array_equal(identity, one_off)
+    normalised = tbkit.confusion_matrix_image(np.array([[5, 0, 0], [0, 4, 1], [0, 0, 5]]), normalize=True)
+    assert not np.array_equal(normalised, one_off)
+
+
+def test_example_errors_and_figure_closed():
+    images = np.zeros((20, 28, 28), np.uint8)
+    labels = np.arange(20) % 10
+    preds = labels.copy()
+    preds[[3, 7]] = 0
+    before = len(plt.get_fignums())
+    img = tbkit.example_errors_image(images, labels, preds)
+    none = tbkit.example_errors_image(images, labels, labels)
+    assert img.ndim == 3 and not np.array_equal(img, none)
+    fig = plt.figure()
+    plt.plot([0, 1])
+    assert tbkit.figure_to_image(fig).ndim == 3
+    assert len(plt.get_fignums()) == before
+
+
+def test_image_summaries_decode_to_png(tmp_path):
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    cm_image = tbkit.confusion_matrix_image(tbkit.confusion_matrix([0, 1, 1], [0, 1, 0], 10))
+    with writer.as_default(step=3):
+        tbkit.filters_summary("layer_conv1/filters", np.ones((5, 5, 1, 16)))
+        tbkit.confusion_matrix_summary("confusion_matrix", [0, 1, 1], [0, 1, 0], 10)
+        tbkit.example_errors_summary("example_errors", np.zeros((3, 28, 28)), [0, 1, 1], [0, 1, 0])
+    writer.close()
+    acc = load_events(str(tmp_path))
+    assert set(acc.Tags()["tensors"]) == {"layer_conv1/filters", "confusion_matrix", "example_errors"}
+    [(step, png)] = decode_image_events(acc, "confusion_matrix")
+    assert step == 3 and png.shape[:2] == cm_image.shape[:2]
+    np.testing.assert_array_equal(png[..., :3], cm_image)
+    [(_, filters)] = decode_image_events(acc, "layer_conv1/filters")
+    assert filters.shape[:2] == tbkit.filter_grid(np.ones((5, 5, 1, 16))).shape[:2]
+
+
+def test_writers_skip_rendering_without_a_writer(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("rendered although nothing would be recorded")
+
+    monkeypatch.setattr(tbkit.images, "confusion_matrix_image", boom)
+    assert tbkit.confusion_matrix_summary("cm", [0], [0], 2, step=0) is False

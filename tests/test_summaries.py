@@ -1,0 +1,82 @@
+"""variable_summaries: values read back from real event files equal numpy's."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tbkit
+from conftest import load_events, scalars
+
+TAGS = {f"w/{s}" for s in ("mean", "stddev", "min", "max", "histogram")}
+
+
+def write(tmp_path, fn):
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        result = fn()
+    writer.close()
+    return result, load_events(str(tmp_path))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_statistics_match_numpy(tmp_path, compiled):
+    values = np.random.default_rng(0).normal(0.3, 2.0, size=(5, 7, 3)).astype(np.float32)
+    var = tf.Variable(values)
+    fn = lambda: tbkit.variable_summaries(var, name="w", step=7)  # noqa: E731
+    recorded, acc = write(tmp_path, tf.function(fn) if compiled else fn)
+    assert bool(recorded)
+    assert set(acc.Tags()["tensors"]) == TAGS
+    expected = {"mean": values.mean(), "stddev": values.std(), "min": values.min(), "max": values.max()}
+    for stat, value in expected.items():
+        got = scalars(acc, f"w/{stat}")
+        assert list(got) == [7]
+        assert got[7] == pytest.approx(float(value), abs=1e-6)
+    # Population stddev, not the sum of squares of the reference snippet.
+    assert scalars(acc, "w/stddev")[7] == pytest.approx(float(np.sqrt(np.mean((values - values.mean()) ** 2))), abs=1e-6)
+    hist = tf.make_ndarray(acc.Tensors("w/histogram")[0].tensor_proto)  # (buckets, [left, right, count])
+    assert hist[:, 2].sum() == values.size
+    assert hist[0, 0] == pytest.approx(values.min()) and hist[-1, 1] == pytest.approx(values.max())
+
+
+def test_keras_variable_and_default_name(tmp_path):
+    layer = tbkit.layers.Dense(4, name="layer_fc9")
+    layer.build((None, 3))
+    _, acc = write(tmp_path, lambda: tbkit.variable_summaries(layer.kernel, step=1))
+    tags = set(acc.Tags()["tensors"])
+    assert "layer_fc9/weights/mean" in tags and "layer_fc9/weights/histogram" in tags
+
+
+def test_non_finite_values_are_reported(tmp_path):
+    tbkit.summaries._warned.clear()
+    data = tf.constant([1.0, np.nan, 3.0, np.inf])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, acc = write(tmp_path, lambda: tbkit.variable_summaries(data, name="w", step=2))
+    assert scalars(acc, "w/nonfinite") == {2: 2.0}
+    assert scalars(acc, "w/mean")[2] == pytest.approx(2.0)
+    assert any("2 non-finite" in str(w.message) for w in caught)
+    hist = tf.make_ndarray(acc.Tensors("w/histogram")[0].tensor_proto)
+    assert hist[:, 2].sum() == 2  # the finite values
+
+
+def test_finite_values_write_no_nonfinite_tag(tmp_path):
+    _, acc = write(tmp_path, lambda: tbkit.variable_summaries(tf.ones(3), name="w", step=0))
+    assert "w/nonfinite" not in acc.Tags()["tensors"]
+
+
+def test_nothing_recorded_without_writer_or_when_off(tmp_path):
+    assert not bool(tbkit.variable_summaries(tf.ones(3), name="w", step=0))
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default(), tf.summary.record_if(False):
+        assert not bool(tbkit.variable_summaries(tf.ones(3), name="w", step=0))
+    writer.close()
+    assert load_events(str(tmp_path)).Tags()["tensors"] == []
+
+
+def test_histogram_switch(tmp_path):
+    _, acc = write(tmp_path, lambda: tbkit.variable_summaries(tf.ones(3), name="w", step=0, histogram=False))
+    assert set(acc.Tags()["tensors"]) == TAGS - {"w/histogram"}
