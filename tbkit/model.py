@@ -10,11 +10,16 @@ ordered `layers`, the `activations` of the last eager forward pass, `vars`
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import tensorflow as tf
 
 from tbkit import layers as tl
 from tbkit.errors import CheckpointError
+
+
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def summarized_layers(model) -> list[tl.SummarizedLayer]:
@@ -51,11 +56,12 @@ def summarize_layers(model, step=None, inputs=None, histograms: bool = True):
         raise ValueError(f"{model.name} has no tbkit layers to summarize")
     activations = {}
     if inputs is not None and histograms:
-        probe = getattr(model, "_tbkit_probe", None)
+        probe = _PROBES.get(model)
         if probe is None:
             ins = model.inputs[0] if len(model.inputs) == 1 else model.inputs
             probe = keras.Model(ins, [layer.output for layer in layers])
-            model._tbkit_probe = probe  # built once per model, reused at every log
+            # Kept outside the model so Keras does not track it as a sub-layer.
+            _PROBES[model] = probe
         outputs = probe(inputs, training=False)
         activations = dict(zip([la.name for la in layers], outputs, strict=True))
     results = [
