@@ -4,6 +4,7 @@ The public face is `__all__`; everything else is internal.
 """
 
 from tbkit import datasets, layers
+from tbkit.callbacks import LayerSummaries
 from tbkit.checkpoints import BestCheckpoint, EarlyStopping, is_improvement
 from tbkit.errors import CheckpointError, DataError, RunDirError, TbkitError
 from tbkit.graph import write_graph
@@ -19,7 +20,6 @@ from tbkit.images import (
     filter_grid,
     filters_summary,
 )
-from tbkit.callbacks import LayerSummaries
 from tbkit.model import MnistCNN, Model, summarize_layers
 from tbkit.summaries import variable_summaries
 from tbkit.writers import RunWriters, null_writers

@@ -23,7 +23,9 @@ class LayerSummaries(keras.callbacks.Callback):
       histograms: record histograms as well as scalars (default True).
     """
 
-    def __init__(self, logdir: str, every_n_batches: int = 100, inputs=None, histograms: bool = True):
+    def __init__(
+        self, logdir: str, every_n_batches: int = 100, inputs=None, histograms: bool = True
+    ):
         super().__init__()
         if not isinstance(every_n_batches, int) or every_n_batches <= 0:
             raise ValueError(

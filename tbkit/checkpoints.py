@@ -17,7 +17,9 @@ import tensorflow as tf
 _MODES = ("max", "min")
 
 
-def is_improvement(value: float, best: float | None, mode: str = "max", min_delta: float = 0.0) -> bool:
+def is_improvement(
+    value: float, best: float | None, mode: str = "max", min_delta: float = 0.0
+) -> bool:
     """Whether `value` beats `best` by more than `min_delta`.
 
     Args:
@@ -43,7 +45,9 @@ def is_improvement(value: float, best: float | None, mode: str = "max", min_delt
 class _BestState(tf.Module):
     def __init__(self, mode: str, name=None):
         super().__init__(name=name)
-        self.best_value = tf.Variable(-math.inf if mode == "max" else math.inf, dtype=tf.float64, trainable=False)
+        self.best_value = tf.Variable(
+            -math.inf if mode == "max" else math.inf, dtype=tf.float64, trainable=False
+        )
         self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
 
     @property
@@ -106,20 +110,33 @@ class BestCheckpoint(_BestState):
       **objects: trackables to save, as for `tf.train.Checkpoint` (e.g. `model=model`).
     """
 
-    def __init__(self, directory: str, mode: str = "max", min_delta: float = 0.0, max_to_keep: int = 1, **objects):
+    def __init__(
+        self,
+        directory: str,
+        mode: str = "max",
+        min_delta: float = 0.0,
+        max_to_keep: int = 1,
+        **objects,
+    ):
         is_improvement(0.0, None, mode, min_delta)
         if not objects:
             raise ValueError("BestCheckpoint needs at least one object to save, e.g. model=model")
         super().__init__(mode, name="best_checkpoint")
         self.directory, self.mode, self.min_delta = directory, mode, min_delta
-        self.checkpoint = tf.train.Checkpoint(**objects, best_value=self.best_value, best_step=self.best_step)
+        self.checkpoint = tf.train.Checkpoint(
+            **objects, best_value=self.best_value, best_step=self.best_step
+        )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name="best"
         )
         path = self.manager.latest_checkpoint
         if path:
-            self.best_value.assign(tf.train.load_variable(path, "best_value/.ATTRIBUTES/VARIABLE_VALUE"))
-            self.best_step.assign(tf.train.load_variable(path, "best_step/.ATTRIBUTES/VARIABLE_VALUE"))
+            self.best_value.assign(
+                tf.train.load_variable(path, "best_value/.ATTRIBUTES/VARIABLE_VALUE")
+            )
+            self.best_step.assign(
+                tf.train.load_variable(path, "best_step/.ATTRIBUTES/VARIABLE_VALUE")
+            )
 
     @property
     def best_path(self) -> str | None:

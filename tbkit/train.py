@@ -68,7 +68,9 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{field} must be a positive integer. Received: {field}={value!r}")
         if not self.learning_rate > 0 or not np.isfinite(self.learning_rate):
-            raise ValueError(f"learning_rate must be a positive number. Received: learning_rate={self.learning_rate}")
+            raise ValueError(
+                f"learning_rate must be a positive number. Received: learning_rate={self.learning_rate}"
+            )
         if self.seed is not None and not 0 <= self.seed < 2**31:
             raise ValueError(f"seed must be between 0 and 2**31-1. Received: seed={self.seed}")
 
@@ -114,7 +116,13 @@ def _versions() -> dict:
 
     import tbkit
 
-    return {"tensorflow": tf.__version__, "tensorboard": tensorboard.__version__, "keras": keras.__version__, "tbkit": tbkit.__version__, "python": sys.version.split()[0]}
+    return {
+        "tensorflow": tf.__version__,
+        "tensorboard": tensorboard.__version__,
+        "keras": keras.__version__,
+        "tbkit": tbkit.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
@@ -127,11 +135,15 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     """
     config.validate()
     started = time.perf_counter()
-    timings = dict.fromkeys(("startup", "train_steps", "summaries", "validation", "checkpoints", "test"), 0.0)
+    timings = dict.fromkeys(
+        ("startup", "train_steps", "summaries", "validation", "checkpoints", "test"), 0.0
+    )
     # Data first: a bad data set must not leave anything in the run directory.
     data = mnist.load(config.data_dir, config.validation_size, log=log)
     if config.batch_size > len(data.train_images):
-        raise ValueError(f"batch_size must not exceed the {len(data.train_images)} training images. Received: batch_size={config.batch_size}")
+        raise ValueError(
+            f"batch_size must not exceed the {len(data.train_images)} training images. Received: batch_size={config.batch_size}"
+        )
 
     run = RunDir(config.logdir, config.run_name or default_run_name())
     resuming = run.exists() and os.path.exists(run.config_path)
@@ -142,7 +154,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             if key == "seed" and given is None:
                 continue
             if given != before:
-                raise TbkitError(f"run {run.path} was started with {key}={before}; resuming with {given} would not continue it (use another --run-name)")
+                raise TbkitError(
+                    f"run {run.path} was started with {key}={before}; resuming with {given} would not continue it (use another --run-name)"
+                )
         config = dataclasses.replace(config, seed=stored["seed"])
     seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     run.create()
@@ -171,13 +185,24 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
         if path:
             model.check_checkpoint(path)
     best = BestCheckpoint(run.best_dir, model=model)
-    state = tf.train.Checkpoint(model=model, optimizer=optimizer, iteration=iteration, finished=finished, train_window=window, early_stopping=stopper)
-    latest = tf.train.CheckpointManager(state, run.latest_dir, max_to_keep=2, checkpoint_name="latest")
+    state = tf.train.Checkpoint(
+        model=model,
+        optimizer=optimizer,
+        iteration=iteration,
+        finished=finished,
+        train_window=window,
+        early_stopping=stopper,
+    )
+    latest = tf.train.CheckpointManager(
+        state, run.latest_dir, max_to_keep=2, checkpoint_name="latest"
+    )
     if latest.latest_checkpoint:
         try:
             state.restore(latest.latest_checkpoint).assert_existing_objects_matched()
         except (tf.errors.OpError, AssertionError, ValueError) as e:
-            raise CheckpointError(f"{latest.latest_checkpoint}: cannot restore ({str(e).splitlines()[0]})") from None
+            raise CheckpointError(
+                f"{latest.latest_checkpoint}: cannot restore ({str(e).splitlines()[0]})"
+            ) from None
         if not bool(finished.numpy()):
             log(f"Resuming from iteration {int(iteration.numpy())}")
     if stored is None:
@@ -186,7 +211,13 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
                 "flags": dataclasses.asdict(config),
                 "seed": seed,
                 "versions": _versions(),
-                "data": {"source": data.source, "sha256": dict(data.sha256), "train": len(data.train_images), "validation": len(data.validation_images), "test": len(data.test_images)},
+                "data": {
+                    "source": data.source,
+                    "sha256": dict(data.sha256),
+                    "train": len(data.train_images),
+                    "validation": len(data.validation_images),
+                    "test": len(data.test_images),
+                },
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
             }
         )
@@ -202,7 +233,9 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
+        acc = tf.reduce_mean(
+            tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32)
+        )
         window.assign_add(tf.stack([loss, acc, 1.0]))
         return loss, acc
 
@@ -226,13 +259,31 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
     try:
         with writers.scope("train"):
             if not bool(finished.numpy()):
-                early_stopped = _loop(config, data, seed, model, iteration, window, stopper, best, latest, writers, train_step, evaluate, val_ds, timings, log)
+                early_stopped = _loop(
+                    config,
+                    data,
+                    seed,
+                    model,
+                    iteration,
+                    window,
+                    stopper,
+                    best,
+                    latest,
+                    writers,
+                    train_step,
+                    evaluate,
+                    val_ds,
+                    timings,
+                    log,
+                )
                 finished.assign(True)
                 t = time.perf_counter()
                 latest.save(checkpoint_number=int(iteration.numpy()))
                 timings["checkpoints"] += time.perf_counter() - t
             else:
-                log(f"Run {run.name} already finished at iteration {int(iteration.numpy())}; evaluating its best checkpoint.")
+                log(
+                    f"Run {run.name} already finished at iteration {int(iteration.numpy())}; evaluating its best checkpoint."
+                )
                 early_stopped = stopper.should_stop(int(iteration.numpy()))
         if not best.best_path:
             raise CheckpointError(f"{run.best_dir}: no best checkpoint to evaluate")
@@ -249,7 +300,9 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
                 tf.summary.scalar("accuracy", correct / total)
                 tf.summary.scalar("loss", test_loss)
                 if config.images:
-                    tbi.confusion_matrix_summary("confusion_matrix", data.test_labels, test_pred, mnist.NUM_CLASSES)
+                    tbi.confusion_matrix_summary(
+                        "confusion_matrix", data.test_labels, test_pred, mnist.NUM_CLASSES
+                    )
             _write_hparams(run, config, seed, best.best or 0.0, correct / total)
         timings["test"] = time.perf_counter() - t
     finally:
@@ -261,17 +314,57 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
     log("Confusion Matrix:")
     log(tbi.confusion_matrix_text(cm))
     timings["total"] = elapsed
-    return TrainResult(run.path, int(iteration.numpy()), best_step, float(best.best or 0.0), correct / total, correct, total, early_stopped, cm, timings)
+    return TrainResult(
+        run.path,
+        int(iteration.numpy()),
+        best_step,
+        float(best.best or 0.0),
+        correct / total,
+        correct,
+        total,
+        early_stopped,
+        cm,
+        timings,
+    )
 
 
-def _loop(config, data, seed, model, iteration, window, stopper, best, latest, writers, train_step, evaluate, val_ds, timings, log) -> bool:
+def _loop(
+    config,
+    data,
+    seed,
+    model,
+    iteration,
+    window,
+    stopper,
+    best,
+    latest,
+    writers,
+    train_step,
+    evaluate,
+    val_ds,
+    timings,
+    log,
+) -> bool:
     """The training loop proper; returns True when it stopped early."""
     start = int(iteration.numpy())
-    ds = train_dataset(data.train_images, data.train_labels, config.batch_size, seed, start_step=start)
+    ds = train_dataset(
+        data.train_images, data.train_labels, config.batch_size, seed, start_step=start
+    )
     if start == 0:
-        write_graph(train_step, tf.TensorSpec((config.batch_size, 28, 28, 1), tf.float32), tf.TensorSpec((config.batch_size,), tf.int32))
+        write_graph(
+            train_step,
+            tf.TensorSpec((config.batch_size, 28, 28, 1), tf.float32),
+            tf.TensorSpec((config.batch_size,), tf.int32),
+        )
     interactive = sys.stdout.isatty()
-    bar = tqdm(total=config.num_iterations, initial=start, disable=not interactive, unit="it", dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        total=config.num_iterations,
+        initial=start,
+        disable=not interactive,
+        unit="it",
+        dynamic_ncols=True,
+        leave=False,
+    )
     say = bar.write if interactive else log
     stopped_early = False
     with _Interrupt() as interrupt:
@@ -286,7 +379,9 @@ def _loop(config, data, seed, model, iteration, window, stopper, best, latest, w
                 model.summarize(step, x)
                 if config.images:
                     for name in ("layer_conv1", "layer_conv2"):
-                        tbi.filters_summary(f"{name}/filters", getattr(model, name).kernel.numpy(), step=step)
+                        tbi.filters_summary(
+                            f"{name}/filters", getattr(model, name).kernel.numpy(), step=step
+                        )
                 timings["summaries"] += time.perf_counter() - t
             if step % config.eval_every == 0:
                 t = time.perf_counter()
@@ -306,9 +401,18 @@ def _loop(config, data, seed, model, iteration, window, stopper, best, latest, w
                     tf.summary.scalar("accuracy", val_acc)
                     tf.summary.scalar("best_accuracy", stopper.best)
                     if improved and config.images:
-                        tbi.confusion_matrix_summary("confusion_matrix", data.validation_labels, val_pred, mnist.NUM_CLASSES)
-                        tbi.example_errors_summary("example_errors", data.validation_images, data.validation_labels, val_pred)
-                say(f"Iter: {step:>6}, Train-Batch Accuracy: {float(acc):>6.1%}, Validation Acc: {val_acc:>6.1%}{' *' if improved else ''}")
+                        tbi.confusion_matrix_summary(
+                            "confusion_matrix", data.validation_labels, val_pred, mnist.NUM_CLASSES
+                        )
+                        tbi.example_errors_summary(
+                            "example_errors",
+                            data.validation_images,
+                            data.validation_labels,
+                            val_pred,
+                        )
+                say(
+                    f"Iter: {step:>6}, Train-Batch Accuracy: {float(acc):>6.1%}, Validation Acc: {val_acc:>6.1%}{' *' if improved else ''}"
+                )
                 bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
                 timings["validation"] += time.perf_counter() - t - ckpt_dt
                 if stopper.should_stop(step):
@@ -326,7 +430,10 @@ def _loop(config, data, seed, model, iteration, window, stopper, best, latest, w
                 bar.close()
                 writers.flush()
                 name = signal.Signals(interrupt.signum).name
-                raise Interrupted(f"{name} received: stopped at iteration {step}, saved {latest.latest_checkpoint}; run the same command again to resume", 128 + interrupt.signum)
+                raise Interrupted(
+                    f"{name} received: stopped at iteration {step}, saved {latest.latest_checkpoint}; run the same command again to resume",
+                    128 + interrupt.signum,
+                )
     bar.close()
     return stopped_early
 

@@ -36,7 +36,16 @@ def test_is_improvement_rejects_bad_arguments():
 
 def test_early_stopping_on_a_made_up_sequence():
     stopper = tbkit.EarlyStopping(patience=300)
-    sequence = {100: 0.90, 200: 0.95, 300: 0.94, 400: 0.95, 500: 0.96, 600: 0.95, 700: 0.95, 800: 0.959}
+    sequence = {
+        100: 0.90,
+        200: 0.95,
+        300: 0.94,
+        400: 0.95,
+        500: 0.96,
+        600: 0.95,
+        700: 0.95,
+        800: 0.959,
+    }
     stars, stop = [], None
     for step, value in sequence.items():
         if stopper.update(value, step):
@@ -64,7 +73,9 @@ def test_best_checkpoint_saves_only_improvements_and_never_regresses(tmp_path):
     keeper = tbkit.BestCheckpoint(str(tmp_path / "best"), model=tf.Module())
     keeper = tbkit.BestCheckpoint(str(tmp_path / "best"), v=var)
     saved = []
-    for step, (value, weight) in enumerate([(0.5, 1.0), (0.4, 2.0), (0.7, 3.0), (0.7, 4.0)], start=1):
+    for step, (value, weight) in enumerate(
+        [(0.5, 1.0), (0.4, 2.0), (0.7, 3.0), (0.7, 4.0)], start=1
+    ):
         var.assign(weight)
         if keeper.update(value, step):
             saved.append(step)

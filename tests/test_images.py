@@ -49,7 +49,9 @@ def test_confusion_matrix_image_differs_for_an_error():
     one_off = tbkit.confusion_matrix_image(np.array([[5, 0, 0], [0, 4, 1], [0, 0, 5]]))
     assert identity.shape == one_off.shape and identity.ndim == 3
     assert not np.array_equal(identity, one_off)
-    normalised = tbkit.confusion_matrix_image(np.array([[5, 0, 0], [0, 4, 1], [0, 0, 5]]), normalize=True)
+    normalised = tbkit.confusion_matrix_image(
+        np.array([[5, 0, 0], [0, 4, 1], [0, 0, 5]]), normalize=True
+    )
     assert not np.array_equal(normalised, one_off)
 
 
@@ -77,7 +79,11 @@ def test_image_summaries_decode_to_png(tmp_path):
         tbkit.example_errors_summary("example_errors", np.zeros((3, 28, 28)), [0, 1, 1], [0, 1, 0])
     writer.close()
     acc = load_events(str(tmp_path))
-    assert set(acc.Tags()["tensors"]) == {"layer_conv1/filters", "confusion_matrix", "example_errors"}
+    assert set(acc.Tags()["tensors"]) == {
+        "layer_conv1/filters",
+        "confusion_matrix",
+        "example_errors",
+    }
     [(step, png)] = decode_image_events(acc, "confusion_matrix")
     assert step == 3 and png.shape[:2] == cm_image.shape[:2]
     np.testing.assert_array_equal(png[..., :3], cm_image)

@@ -41,7 +41,15 @@ def test_mnist_cnn_structure():
     model = tbkit.MnistCNN()
     logits = model(tf.zeros((3, 28, 28, 1)))
     assert model.name == "mnistcnn" and logits.shape == (3, 10)
-    assert [layer.name for layer in model.layers] == ["layer_conv1", "pool1", "layer_conv2", "pool2", "flatten", "layer_fc1", "layer_fc2"]
+    assert [layer.name for layer in model.layers] == [
+        "layer_conv1",
+        "pool1",
+        "layer_conv2",
+        "pool2",
+        "flatten",
+        "layer_fc1",
+        "layer_fc2",
+    ]
     shapes = {k: tuple(v.shape) for k, v in model.vars.items()}
     assert shapes == {
         "layer_conv1/weights": (5, 5, 1, 16), "layer_conv1/biases": (16,),
@@ -93,14 +101,24 @@ def test_save_load_and_architecture_mismatch(tmp_path):
 
     class Wider(tbkit.Model):
         def __init__(self):
-            super().__init__([tbkit.layers.Conv2D(32, 5, name="layer_conv1"), tbkit.layers.Flatten(), tbkit.layers.Dense(10, name="layer_fc2")])
+            super().__init__(
+                [
+                    tbkit.layers.Conv2D(32, 5, name="layer_conv1"),
+                    tbkit.layers.Flatten(),
+                    tbkit.layers.Dense(10, name="layer_fc2"),
+                ]
+            )
 
     wide = Wider()
     wide(x)
     assert wide.name == "wider"
     with pytest.raises(tbkit.CheckpointError) as info:
         wide.load(path)
-    assert "layer_conv1/weights" in str(info.value) and "[5, 5, 1, 16]" in str(info.value) and "[5, 5, 1, 32]" in str(info.value)
+    assert (
+        "layer_conv1/weights" in str(info.value)
+        and "[5, 5, 1, 16]" in str(info.value)
+        and "[5, 5, 1, 32]" in str(info.value)
+    )
 
 
 def test_custom_loop_summaries_stay_out_of_the_train_step():
@@ -110,11 +128,21 @@ def test_custom_loop_summaries_stay_out_of_the_train_step():
     @tf.function
     def step(x, y):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, model(x, training=True)))
-        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(y, model(x, training=True))
+            )
+        opt.apply_gradients(
+            zip(
+                tape.gradient(loss, model.trainable_variables),
+                model.trainable_variables,
+                strict=True,
+            )
+        )
         return loss
 
-    graph = step.get_concrete_function(tf.TensorSpec((8, 28, 28, 1)), tf.TensorSpec((8,), tf.int32)).graph
+    graph = step.get_concrete_function(
+        tf.TensorSpec((8, 28, 28, 1)), tf.TensorSpec((8,), tf.int32)
+    ).graph
     op_types = {op.type for op in graph.get_operations()}
     assert not {t for t in op_types if "Summary" in t}
     # Layer name scopes show in the graph (what TensorBoard's Graphs tab groups by).
@@ -145,7 +173,11 @@ def test_model_fit_with_tbkit_layers_writes_per_layer_tags(tmp_path, kind):
             h = layer(h)
         model = keras.Model(inputs, h)
     x, y = fixture_data()
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     cb = tbkit.LayerSummaries(str(tmp_path), every_n_batches=5, inputs=x[:16])
     history = model.fit(x, y, batch_size=100, epochs=1, callbacks=[cb], verbose=0)
     assert history.history["accuracy"][0] > 0.3  # it did learn on real digits

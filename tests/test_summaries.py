@@ -30,14 +30,23 @@ def test_statistics_match_numpy(tmp_path, compiled):
     recorded, acc = write(tmp_path, tf.function(fn) if compiled else fn)
     assert bool(recorded)
     assert set(acc.Tags()["tensors"]) == TAGS
-    expected = {"mean": values.mean(), "stddev": values.std(), "min": values.min(), "max": values.max()}
+    expected = {
+        "mean": values.mean(),
+        "stddev": values.std(),
+        "min": values.min(),
+        "max": values.max(),
+    }
     for stat, value in expected.items():
         got = scalars(acc, f"w/{stat}")
         assert list(got) == [7]
         assert got[7] == pytest.approx(float(value), abs=1e-6)
     # Population stddev, not the sum of squares of the reference snippet.
-    assert scalars(acc, "w/stddev")[7] == pytest.approx(float(np.sqrt(np.mean((values - values.mean()) ** 2))), abs=1e-6)
-    hist = tf.make_ndarray(acc.Tensors("w/histogram")[0].tensor_proto)  # (buckets, [left, right, count])
+    assert scalars(acc, "w/stddev")[7] == pytest.approx(
+        float(np.sqrt(np.mean((values - values.mean()) ** 2))), abs=1e-6
+    )
+    hist = tf.make_ndarray(
+        acc.Tensors("w/histogram")[0].tensor_proto
+    )  # (buckets, [left, right, count])
     assert hist[:, 2].sum() == values.size
     assert hist[0, 0] == pytest.approx(values.min()) and hist[-1, 1] == pytest.approx(values.max())
 
@@ -78,5 +87,7 @@ def test_nothing_recorded_without_writer_or_when_off(tmp_path):
 
 
 def test_histogram_switch(tmp_path):
-    _, acc = write(tmp_path, lambda: tbkit.variable_summaries(tf.ones(3), name="w", step=0, histogram=False))
+    _, acc = write(
+        tmp_path, lambda: tbkit.variable_summaries(tf.ones(3), name="w", step=0, histogram=False)
+    )
     assert set(acc.Tags()["tensors"]) == TAGS - {"w/histogram"}

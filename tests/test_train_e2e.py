@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -26,12 +27,23 @@ FAST = [
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "train_mnist.py"), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_mnist.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def iter_lines(stdout: str) -> list[tuple[int, float, bool]]:
-    pattern = re.compile(r"^Iter:\s+(\d+), Train-Batch Accuracy:\s+[\d.]+%, Validation Acc:\s+([\d.]+)%( \*)?$")
-    return [(int(m[1]), float(m[2]), bool(m[3])) for m in map(pattern.match, stdout.splitlines()) if m]
+    pattern = re.compile(
+        r"^Iter:\s+(\d+), Train-Batch Accuracy:\s+[\d.]+%, Validation Acc:\s+([\d.]+)%( \*)?$"
+    )
+    return [
+        (int(m[1]), float(m[2]), bool(m[3])) for m in map(pattern.match, stdout.splitlines()) if m
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -89,17 +101,26 @@ def test_every_contract_tag_with_expected_steps(finished_run):
     for L in LAYERS:
         for V in ("weights", "biases"):
             for s in ("mean", "stddev", "min", "max"):
-                assert list(scalars(train, f"{L}/{V}/{s}")) == list(range(20, last + 1, 20)), (L, V, s)
+                assert list(scalars(train, f"{L}/{V}/{s}")) == list(range(20, last + 1, 20)), (
+                    L,
+                    V,
+                    s,
+                )
             assert f"{L}/{V}/histogram" in tags
         assert f"{L}/activations" in tags
     for L in ("layer_conv1", "layer_conv2"):
         images = decode_image_events(train, f"{L}/filters")
         assert [s for s, _ in images] == list(range(20, last + 1, 20))
-    assert sorted(scalars(train, "loss")) == val_steps and sorted(scalars(train, "accuracy")) == val_steps
+    assert (
+        sorted(scalars(train, "loss")) == val_steps
+        and sorted(scalars(train, "accuracy")) == val_steps
+    )
     assert train.Graph() is not None and any("layer_conv1" in n.name for n in train.Graph().node)
 
     val = load_events(str(run / "validation"))
-    assert {"loss", "accuracy", "best_accuracy", "confusion_matrix", "example_errors"} <= set(val.Tags()["tensors"])
+    assert {"loss", "accuracy", "best_accuracy", "confusion_matrix", "example_errors"} <= set(
+        val.Tags()["tensors"]
+    )
     assert decode_image_events(val, "confusion_matrix")[0][1].ndim == 3
     test = load_events(str(run / "test"))
     assert {"accuracy", "confusion_matrix"} <= set(test.Tags()["tensors"])
@@ -117,11 +138,19 @@ tf.train.Checkpoint(model=model).restore(path).expect_partial()
 preds = np.concatenate([np.argmax(model(x), 1) for x, _ in tbkit.datasets.eval_dataset(data.validation_images, data.validation_labels)])
 print(repr(float(np.mean(preds == data.validation_labels))), path)
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     value, path = out.stdout.split()
     # Summaries store float32: compare the count of correct images exactly.
     assert round(float(value) * 500) == round(best_logged * 500)
-    best_step = max((v, -s) for s, v in scalars(load_events(str(run / "validation")), "accuracy").items())[1]
+    best_step = max(
+        (v, -s) for s, v in scalars(load_events(str(run / "validation")), "accuracy").items()
+    )[1]
     assert path.endswith(f"best-{-best_step}")
 
 
@@ -131,9 +160,16 @@ def test_config_json_round_trips(finished_run):
     run, _ = finished_run
     config = json.loads((run / "config.json").read_text())
     restored = TrainConfig(**config["flags"])
-    assert restored.seed == 7 == config["seed"] and restored.eval_every == 10 and restored.data_dir == FIXTURE
+    assert (
+        restored.seed == 7 == config["seed"]
+        and restored.eval_every == 10
+        and restored.data_dir == FIXTURE
+    )
     assert set(config["versions"]) >= {"tensorflow", "tensorboard", "tbkit"}
-    assert config["data"]["sha256"]["t10k-labels-idx1-ubyte"] == open(os.path.join(FIXTURE, "SHA256SUMS")).read().split()[6]
+    assert (
+        config["data"]["sha256"]["t10k-labels-idx1-ubyte"]
+        == pathlib.Path(FIXTURE, "SHA256SUMS").read_text().split()[6]
+    )
 
 
 def test_finished_run_is_evaluated_not_retrained(finished_run):
@@ -163,8 +199,18 @@ def wait_for(proc, pattern: str, timeout: float = 120) -> str:
 def test_killed_run_resumes_to_the_same_result(finished_run, tmp_path, sig):
     run, first = finished_run
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, os.path.join(ROOT, "train_mnist.py"), "--logdir", str(tmp_path), "--run-name", "r", *FAST]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "train_mnist.py"),
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "r",
+        *FAST,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    )
     before = wait_for(proc, r"^Iter:\s+50,")
     proc.send_signal(sig)
     rest, err = proc.communicate(timeout=120)
@@ -178,7 +224,9 @@ def test_killed_run_resumes_to_the_same_result(finished_run, tmp_path, sig):
     m = re.search(r"^Resuming from iteration (\d+)$", resumed.stdout, re.M)
     assert m and int(m[1]) >= 40
     # The same trajectory: identical validation sequence, early stop and best.
-    combined = {s: (v, star) for s, v, star in iter_lines(before + rest) + iter_lines(resumed.stdout)}
+    combined = {
+        s: (v, star) for s, v, star in iter_lines(before + rest) + iter_lines(resumed.stdout)
+    }
     assert combined == {s: (v, star) for s, v, star in iter_lines(first.stdout)}
     line = lambda out: re.search(r"^Accuracy on Test-Set: .*$", out, re.M)[0]  # noqa: E731
     assert line(resumed.stdout) == line(first.stdout)

