@@ -1,0 +1,102 @@
+"""Overhead of tbkit instrumentation on the MNIST CNN train step, measured side by side.
+
+Usage: python bench/overhead.py [--reps 7] [--steps 300] [--data-dir DIR]
+
+One process, one model, one compiled train step. Each repetition runs every
+configuration for `--steps` steps in a freshly shuffled order (interleaved, so
+machine noise hits all of them alike):
+
+  bare         the train step alone, no summaries at all
+  every-N      the same step, plus what train_mnist.py records every N steps:
+               Model.summarize(step, batch) (variable scalars + histograms +
+               activation histograms) and both conv-filter images
+
+Prints the median seconds per step of each configuration and its ratio to
+`bare`. Not a test: the numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tbkit  # noqa: E402
+from tbkit import images  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--cadences", default="100,10,1", help="summary cadences to compare with bare")
+    parser.add_argument("--data-dir", default=os.path.join("tests", "data", "mnist_fixture"))
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    data = tbkit.datasets.mnist.load(args.data_dir, validation_size=100, log=lambda _: None)
+    ds = iter(tbkit.datasets.train_dataset(data.train_images, data.train_labels, args.batch_size, seed=0))
+    model = tbkit.MnistCNN()
+    model(tf.zeros((1, 28, 28, 1)))
+    opt = keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    def run(cadence: int | None, steps: int, start: int) -> float:
+        t0 = time.perf_counter()
+        for step in range(start, start + steps):
+            x, y = next(ds)
+            train_step(x, y)
+            if cadence and step % cadence == 0:
+                model.summarize(step, x)
+                for name in ("layer_conv1", "layer_conv2"):
+                    images.filters_summary(f"{name}/filters", getattr(model, name).kernel.numpy(), step=step)
+        # Wait for the last step's results, so async work is not left uncounted.
+        float(model.layer_fc2.bias[0].numpy())
+        return (time.perf_counter() - t0) / steps
+
+    configs = [None] + [int(c) for c in args.cadences.split(",")]
+    label = lambda c: "bare" if c is None else f"every-{c}"  # noqa: E731
+    with tempfile.TemporaryDirectory() as logdir:
+        writer = tf.summary.create_file_writer(logdir)
+        with writer.as_default():
+            for c in configs:  # warm-up: trace every function once
+                run(c or 1, 5, 1)
+            times = {c: [] for c in configs}
+            step = 1
+            for _ in range(args.reps):
+                order = configs[:]
+                random.shuffle(order)
+                for c in order:
+                    times[c].append(run(c, args.steps, step))
+                    step += args.steps
+        writer.close()
+
+    bare = statistics.median(times[None])
+    print(f"# tbkit overhead: MNIST CNN train step, batch {args.batch_size}, {args.reps} interleaved reps x {args.steps} steps")
+    print(f"# TF {tf.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    print(f"{'config':<10} {'ms/step':>8} {'ratio':>7}  min..max ms/step")
+    for c in configs:
+        med = statistics.median(times[c])
+        lo, hi = min(times[c]) * 1e3, max(times[c]) * 1e3
+        print(f"{label(c):<10} {med * 1e3:8.3f} {med / bare:7.3f}  {lo:.3f}..{hi:.3f}")
+
+
+if __name__ == "__main__":
+    main()
