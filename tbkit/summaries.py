@@ -50,6 +50,71 @@ def _stats(values: tf.Tensor):
     return finite, nonfinite, mean, stddev, tf.reduce_min(finite), tf.reduce_max(finite)
 
 
+def _buckets(data: tf.Tensor, bucket_count: int) -> tf.Tensor:
+    """`[bucket_count, 3]` rows of (left edge, right edge, count), as TensorBoard's.
+
+    The edges and the empty / single-value cases follow TensorBoard's own
+    `histogram` summary exactly; the counting is a `bincount` (linear in the
+    data) instead of a one-hot matrix of size `len(data) x bucket_count`.
+    """
+    data = tf.cast(tf.reshape(data, [-1]), tf.float64)
+    size = tf.size(data)
+
+    def nonempty():
+        lo, hi = tf.reduce_min(data), tf.reduce_max(data)
+        width = hi - lo
+
+        def spread():
+            index = tf.cast(tf.floor((data - lo) / (width / bucket_count)), tf.int32)
+            index = tf.minimum(index, bucket_count - 1)
+            counts = tf.math.bincount(index, minlength=bucket_count, maxlength=bucket_count, dtype=tf.float64)
+            edges = tf.concat([tf.linspace(lo, hi, bucket_count + 1)[:-1], [hi]], 0)
+            return tf.stack([edges[:-1], edges[1:], counts], axis=1)
+
+        def single():
+            edges = tf.fill([bucket_count], hi)
+            counts = tf.concat([tf.zeros([bucket_count - 1], tf.float64), [tf.cast(size, tf.float64)]], 0)
+            return tf.stack([edges, edges, counts], axis=1)
+
+        return tf.cond(tf.equal(width, 0.0), single, spread)
+
+    return tf.cond(tf.equal(size, 0), lambda: tf.zeros([bucket_count, 3], tf.float64), nonempty)
+
+
+def histogram(name: str, data, step=None, buckets: int | None = None, description: str | None = None):
+    """`tf.summary.histogram` with the same output, computed in linear time.
+
+    TensorBoard's histogram summary counts with a one-hot matrix of
+    `len(data) x buckets` float64 values, which dominates the cost of logging
+    large weights and activations. This writes the identical `[k, 3]` tensor
+    (same plugin, same edges) from a `bincount`, and only when it will be recorded.
+
+    Args:
+      name: tag name (prefixed by the enclosing name scopes).
+      data: tensor of any shape, castable to float64.
+      step: defaults to `tf.summary.experimental.get_step()`.
+      buckets: bucket count (default 30, as TensorBoard's).
+      description: optional Markdown description.
+
+    Returns:
+      A boolean tensor: True if the summary was written.
+    """
+    from tensorboard.plugins.histogram import metadata
+
+    bucket_count = 30 if buckets is None else int(buckets)
+    if bucket_count <= 0:
+        raise ValueError(f"buckets must be a positive integer. Received: buckets={buckets}")
+    data = tf.stop_gradient(data)
+    summary_metadata = metadata.create_summary_metadata(display_name=None, description=description)
+    with tf.summary.experimental.summary_scope(name, "histogram_summary", values=[data, step]) as (tag, _):
+        return tf.summary.write(
+            tag=tag, tensor=lambda: _buckets(data, bucket_count), step=step, metadata=summary_metadata
+        )
+
+
+_write_histogram = histogram  # `variable_summaries` has a flag of the same name
+
+
 def variable_summaries(
     var,
     name: str | None = None,
@@ -94,7 +159,7 @@ def variable_summaries(
             tf.summary.scalar("min", vmin, step=step)
             tf.summary.scalar("max", vmax, step=step)
             if histogram:
-                tf.summary.histogram("histogram", finite, step=step, buckets=buckets)
+                _write_histogram("histogram", finite, step=step, buckets=buckets)
 
         def flag():
             with tf.name_scope(scope):
