@@ -38,13 +38,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--cadences", default="100,10,1", help="summary cadences to compare with bare")
+    parser.add_argument(
+        "--cadences", default="100,10,1", help="summary cadences to compare with bare"
+    )
     parser.add_argument("--data-dir", default=os.path.join("tests", "data", "mnist_fixture"))
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
 
     data = tbkit.datasets.mnist.load(args.data_dir, validation_size=100, log=lambda _: None)
-    ds = iter(tbkit.datasets.train_dataset(data.train_images, data.train_labels, args.batch_size, seed=0))
+    ds = iter(
+        tbkit.datasets.train_dataset(data.train_images, data.train_labels, args.batch_size, seed=0)
+    )
     model = tbkit.MnistCNN()
     model(tf.zeros((1, 28, 28, 1)))
     opt = keras.optimizers.Adam(1e-3)
@@ -66,7 +70,9 @@ def main(argv=None) -> None:
             if cadence and step % cadence == 0:
                 model.summarize(step, x)
                 for name in ("layer_conv1", "layer_conv2"):
-                    images.filters_summary(f"{name}/filters", getattr(model, name).kernel.numpy(), step=step)
+                    images.filters_summary(
+                        f"{name}/filters", getattr(model, name).kernel.numpy(), step=step
+                    )
         # Wait for the last step's results, so async work is not left uncounted.
         float(model.layer_fc2.bias[0].numpy())
         return (time.perf_counter() - t0) / steps
@@ -89,7 +95,9 @@ def main(argv=None) -> None:
         writer.close()
 
     bare = statistics.median(times[None])
-    print(f"# tbkit overhead: MNIST CNN train step, batch {args.batch_size}, {args.reps} interleaved reps x {args.steps} steps")
+    print(
+        f"# tbkit overhead: MNIST CNN train step, batch {args.batch_size}, {args.reps} interleaved reps x {args.steps} steps"
+    )
     print(f"# TF {tf.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print(f"{'config':<10} {'ms/step':>8} {'ratio':>7}  min..max ms/step")
     for c in configs:

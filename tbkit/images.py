@@ -127,7 +127,7 @@ def confusion_matrix_image(
     n = len(cm)
     names = [str(c) for c in (class_names or range(n))]
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
-    fig = Figure(figsize=(5.5, 5), dpi=80)
+    fig = Figure(figsize=(6, 5.4), dpi=100)
     ax = fig.add_subplot()
     im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=max(float(shown.max()), 1e-9))
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
@@ -141,7 +141,9 @@ def confusion_matrix_image(
         for j in range(n):
             text = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
             colour = "white" if shown[i, j] > threshold else "black"
-            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=7)
+            ax.text(
+                j, i, text, ha="center", va="center", color=colour, fontsize=8 if n <= 10 else 6
+            )
     fig.tight_layout()
     return figure_to_image(fig)
 

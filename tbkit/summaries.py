@@ -67,13 +67,17 @@ def _buckets(data: tf.Tensor, bucket_count: int) -> tf.Tensor:
         def spread():
             index = tf.cast(tf.floor((data - lo) / (width / bucket_count)), tf.int32)
             index = tf.minimum(index, bucket_count - 1)
-            counts = tf.math.bincount(index, minlength=bucket_count, maxlength=bucket_count, dtype=tf.float64)
+            counts = tf.math.bincount(
+                index, minlength=bucket_count, maxlength=bucket_count, dtype=tf.float64
+            )
             edges = tf.concat([tf.linspace(lo, hi, bucket_count + 1)[:-1], [hi]], 0)
             return tf.stack([edges[:-1], edges[1:], counts], axis=1)
 
         def single():
             edges = tf.fill([bucket_count], hi)
-            counts = tf.concat([tf.zeros([bucket_count - 1], tf.float64), [tf.cast(size, tf.float64)]], 0)
+            counts = tf.concat(
+                [tf.zeros([bucket_count - 1], tf.float64), [tf.cast(size, tf.float64)]], 0
+            )
             return tf.stack([edges, edges, counts], axis=1)
 
         return tf.cond(tf.equal(width, 0.0), single, spread)
@@ -81,7 +85,9 @@ def _buckets(data: tf.Tensor, bucket_count: int) -> tf.Tensor:
     return tf.cond(tf.equal(size, 0), lambda: tf.zeros([bucket_count, 3], tf.float64), nonempty)
 
 
-def histogram(name: str, data, step=None, buckets: int | None = None, description: str | None = None):
+def histogram(
+    name: str, data, step=None, buckets: int | None = None, description: str | None = None
+):
     """`tf.summary.histogram` with the same output, computed in linear time.
 
     TensorBoard's histogram summary counts with a one-hot matrix of
@@ -106,9 +112,15 @@ def histogram(name: str, data, step=None, buckets: int | None = None, descriptio
         raise ValueError(f"buckets must be a positive integer. Received: buckets={buckets}")
     data = tf.stop_gradient(data)
     summary_metadata = metadata.create_summary_metadata(display_name=None, description=description)
-    with tf.summary.experimental.summary_scope(name, "histogram_summary", values=[data, step]) as (tag, _):
+    with tf.summary.experimental.summary_scope(name, "histogram_summary", values=[data, step]) as (
+        tag,
+        _,
+    ):
         return tf.summary.write(
-            tag=tag, tensor=lambda: _buckets(data, bucket_count), step=step, metadata=summary_metadata
+            tag=tag,
+            tensor=lambda: _buckets(data, bucket_count),
+            step=step,
+            metadata=summary_metadata,
         )
 
 

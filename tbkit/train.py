@@ -206,6 +206,7 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
         if not bool(finished.numpy()):
             log(f"Resuming from iteration {int(iteration.numpy())}")
     if stored is None:
+        _write_hparams(run, config, seed)
         run.write_config(
             {
                 "flags": dataclasses.asdict(config),
@@ -221,7 +222,6 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
             }
         )
-
     writers = RunWriters(run.path)
     val_ds = eval_dataset(data.validation_images, data.validation_labels)
     test_ds = eval_dataset(data.test_images, data.test_labels)
@@ -303,13 +303,17 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
                     tbi.confusion_matrix_summary(
                         "confusion_matrix", data.test_labels, test_pred, mnist.NUM_CLASSES
                     )
-            _write_hparams(run, config, seed, best.best or 0.0, correct / total)
         timings["test"] = time.perf_counter() - t
     finally:
         writers.close()
 
     elapsed = time.perf_counter() - started
     log(f"Time usage: {datetime.timedelta(seconds=round(elapsed))}")
+    parts = ("startup", "train_steps", "summaries", "validation", "checkpoints", "test")
+    log(
+        "Time split: "
+        + ", ".join(f"{k.replace('_', ' ')} {timings[k] / elapsed:.0%}" for k in parts)
+    )
     log(f"Accuracy on Test-Set: {correct / total:.1%} ({correct} / {total})")
     log("Confusion Matrix:")
     log(tbi.confusion_matrix_text(cm))
@@ -446,7 +450,12 @@ class Interrupted(TbkitError):
         self.exit_code = exit_code
 
 
-def _write_hparams(run, config, seed, best_accuracy, test_accuracy) -> None:
+def _write_hparams(run, config, seed) -> None:
+    """Writes the HParams session (and experiment config) at the top of the run directory.
+
+    The session groups `NAME/train`, `NAME/validation` and `NAME/test`; the
+    metrics are the validation and test accuracies those runs already log.
+    """
     from tensorboard.plugins.hparams import api as hp
 
     hparams = {
@@ -457,9 +466,14 @@ def _write_hparams(run, config, seed, best_accuracy, test_accuracy) -> None:
         "validation_size": config.validation_size,
         "seed": seed,
     }
+    metrics = [
+        hp.Metric("accuracy", group="validation", display_name="validation accuracy"),
+        hp.Metric("best_accuracy", group="validation", display_name="best validation accuracy"),
+        hp.Metric("loss", group="validation", display_name="validation loss"),
+        hp.Metric("accuracy", group="test", display_name="test accuracy"),
+    ]
     writer = tf.summary.create_file_writer(run.path)
     with writer.as_default(step=0):
+        hp.hparams_config(hparams=[hp.HParam(k) for k in hparams], metrics=metrics)
         hp.hparams(hparams, trial_id=run.name)
-        tf.summary.scalar("hparams/best_validation_accuracy", best_accuracy)
-        tf.summary.scalar("hparams/test_accuracy", test_accuracy)
     writer.close()

@@ -219,6 +219,16 @@ def test_killed_run_resumes_to_the_same_result(finished_run, tmp_path, sig):
         assert re.search(r"SIGTERM received: stopped at iteration \d+, saved .*latest-\d+", err)
     else:
         assert proc.returncode == -signal.SIGKILL
+        report = subprocess.run(
+            [sys.executable, "-m", "tbkit.report", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        assert re.search(r"^r\s+\d+\s+[\d.]+%\s+\d+\s+-\s+interrupted\s", report.stdout, re.M), (
+            report.stdout
+        )
     resumed = run_cli("--logdir", str(tmp_path), "--run-name", "r", *FAST)
     assert resumed.returncode == 0, resumed.stderr
     m = re.search(r"^Resuming from iteration (\d+)$", resumed.stdout, re.M)
@@ -231,3 +241,24 @@ def test_killed_run_resumes_to_the_same_result(finished_run, tmp_path, sig):
     line = lambda out: re.search(r"^Accuracy on Test-Set: .*$", out, re.M)[0]  # noqa: E731
     assert line(resumed.stdout) == line(first.stdout)
     assert "No improvement found in a while" in resumed.stdout
+
+
+def test_report_table(finished_run):
+    run, proc = finished_run
+    out = subprocess.run(
+        [sys.executable, "-m", "tbkit.report", str(run.parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    header, row = out.splitlines()
+    assert header.split()[:2] == ["run", "iterations"]
+    cells = row.split()
+    val = scalars(load_events(str(run / "validation")), "accuracy")
+    best_value, neg_step = max((v, -s) for s, v in val.items())
+    test_line = re.search(r"^Accuracy on Test-Set: ([\d.]+)% \((\d+) / 500\)$", proc.stdout, re.M)
+    assert cells[0] == "fx" and int(cells[1]) == max(val)
+    assert cells[2] == f"{best_value:.2%}" and int(cells[3]) == -neg_step
+    assert cells[4] == f"{int(test_line[2]) / 500:.2%}"
+    assert cells[5] == "early-stopped" and cells[6].endswith(f"best-{-neg_step}")

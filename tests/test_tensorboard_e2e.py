@@ -1,0 +1,217 @@
+"""What TensorBoard itself shows: a real server over loopback and a real headless browser."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import FIXTURE, ROOT, load_events, scalars
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+LAYERS = ("layer_conv1", "layer_conv2", "layer_fc1", "layer_fc2")
+ARTIFACTS = os.path.join(ROOT, "test-artifacts")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tb_logs")
+    args = ["--data-dir", FIXTURE, "--validation-size", "500", "--num-iterations", "60",
+            "--eval-every", "10", "--summary-every", "10", "--seed", "3"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_mnist.py"), "--logdir", str(root), "--run-name", "fx", *args],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, data: dict | None = None, timeout: float = 20):
+    body = None if data is None else json.dumps(data).encode()
+    req = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json"} if body else {}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        raw = r.read()
+        return json.loads(raw) if "json" in r.headers.get("Content-Type", "") else raw
+
+
+@pytest.fixture(scope="module")
+def server(logdir):
+    port = free_port()
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                if {"fx/train", "fx/validation", "fx/test"} <= set(
+                    get(base + "/data/runs", timeout=5)
+                ):
+                    break
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(
+                    "TensorBoard did not come up:\n"
+                    + (proc.stdout.read() if proc.poll() is not None else "(still starting)")
+                )
+            time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_runs_and_scalars(server, logdir):
+    tags = get(server + "/data/plugin/scalars/tags")
+    for run in ("fx/train", "fx/validation"):
+        assert {"loss", "accuracy"} <= set(tags[run])
+    assert "accuracy" in tags["fx/test"]
+    served = get(
+        server
+        + "/data/plugin/scalars/scalars?"
+        + urllib.parse.urlencode({"run": "fx/validation", "tag": "accuracy"})
+    )
+    logged = scalars(load_events(str(logdir / "fx" / "validation")), "accuracy")
+    assert {step: value for _, step, value in served} == pytest.approx(logged)
+
+
+def test_histograms_and_distributions(server):
+    tags = get(server + "/data/plugin/histograms/tags")["fx/train"]
+    expected = {f"{L}/{V}/histogram" for L in LAYERS for V in ("weights", "biases")} | {
+        f"{L}/activations" for L in LAYERS
+    }
+    assert expected <= set(tags)
+    query = urllib.parse.urlencode({"run": "fx/train", "tag": "layer_fc1/weights/histogram"})
+    hist = get(server + "/data/plugin/histograms/histograms?" + query)
+    assert [h[1] for h in hist] == [10, 20, 30, 40, 50, 60]
+    dist = get(server + "/data/plugin/distributions/distributions?" + query)
+    assert len(dist) == 6
+
+
+def test_images_decode_as_png(server):
+    tags = get(server + "/data/plugin/images/tags")
+    assert {"layer_conv1/filters", "layer_conv2/filters"} <= set(tags["fx/train"])
+    assert {"confusion_matrix", "example_errors"} <= set(tags["fx/validation"])
+    assert "confusion_matrix" in tags["fx/test"]
+    entries = get(
+        server
+        + "/data/plugin/images/images?"
+        + urllib.parse.urlencode({"run": "fx/validation", "tag": "confusion_matrix"})
+    )
+    png = get(server + "/data/plugin/images/individualImage?" + entries[-1]["query"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import io
+
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(png)).size[0] > 200
+
+
+def test_graph_of_the_train_step(server):
+    info = get(server + "/data/plugin/graphs/info")
+    assert info["fx/train"]["run_graph"]
+    graph = get(
+        server
+        + "/data/plugin/graphs/graph?"
+        + urllib.parse.urlencode({"run": "fx/train", "conceptual": "false"})
+    )
+    text = graph.decode() if isinstance(graph, bytes) else json.dumps(graph)
+    for layer in LAYERS:
+        assert layer in text
+
+
+def test_hparams(server):
+    experiment = get(server + "/data/plugin/hparams/experiment", {"experimentName": ""})
+    names = {h["name"] for h in experiment["hparamInfos"]}
+    assert {"batch_size", "learning_rate", "eval_every", "require_improvement", "seed"} <= names
+    metrics = {(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]}
+    assert {("validation", "accuracy"), ("test", "accuracy")} <= metrics
+    groups = get(server + "/data/plugin/hparams/session_groups", {
+        "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        "colParams": [], "startIndex": 0, "sliceSize": 10,
+    })  # fmt: skip
+    [group] = groups["sessionGroups"]
+    assert group["name"] == "fx" and group["hparams"]["batch_size"] == 64
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("Debian's chromium is not installed")
+    return path
+
+
+@pytest.fixture
+def page(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium_path(), headless=True,
+            args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 1000},
+        )  # fmt: skip
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def shot(page, name: str) -> None:
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    page.screenshot(path=os.path.join(ARTIFACTS, name))
+
+
+def test_browser_scalars_page_shows_accuracy_chart(server, page):
+    page.goto(server + "/#scalars", wait_until="networkidle")
+    card = page.locator("tf-scalar-card").filter(has=page.get_by_text("tag: accuracy", exact=True))
+    card.first.wait_for(timeout=30_000)
+    page.locator("tf-scalar-card svg, tf-scalar-card canvas").first.wait_for(timeout=30_000)
+    shot(page, "scalars.png")
+    assert card.count() >= 1
+
+
+def test_browser_images_page_shows_confusion_matrix(server, page):
+    page.goto(server + "/#images", wait_until="networkidle")
+    loader = page.locator("tf-image-loader").filter(
+        has=page.get_by_text("tag: confusion_matrix", exact=True)
+    )
+    loader.first.wait_for(timeout=30_000)
+    image = loader.first.locator("img")
+    image.wait_for(timeout=30_000)
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 200", arg=image.element_handle(), timeout=30_000
+    )
+    shot(page, "images.png")
+    assert os.path.getsize(os.path.join(ARTIFACTS, "images.png")) > 10_000
