@@ -31,6 +31,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _decay(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -77,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--learning-rate", type=_positive_float, default=d.learning_rate, help="Adam learning rate"
+    )
+    p.add_argument(
+        "--lr-decay",
+        type=_decay,
+        default=d.lr_decay,
+        help="multiply the learning rate by this every 1000 iterations (1 = constant)",
     )
     p.add_argument(
         "--eval-every", type=_positive_int, default=d.eval_every, help="validate every N iterations"
@@ -149,6 +165,7 @@ def main(argv=None) -> int:
         num_iterations=args.num_iterations,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        lr_decay=args.lr_decay,
         eval_every=args.eval_every,
         require_improvement=args.require_improvement,
         summary_every=args.summary_every,

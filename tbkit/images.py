@@ -31,14 +31,16 @@ def _grid_shape(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def _tile(patches: np.ndarray, gap: float) -> np.ndarray:
-    """Lays `(n, h, w, ...)` patches on a near-square grid separated by 1-px gaps."""
+def _tile(patches: np.ndarray, fill: float, gap: int = 1) -> np.ndarray:
+    """Lays `(n, h, w, ...)` patches on a near-square grid separated by `gap`-px lines."""
     n, h, w = patches.shape[:3]
     rows, cols = _grid_shape(n)
-    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1) + patches.shape[3:], gap, patches.dtype)
+    out = np.full(
+        (rows * (h + gap) - gap, cols * (w + gap) - gap) + patches.shape[3:], fill, patches.dtype
+    )
     for i in range(n):
         r, c = divmod(i, cols)
-        out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = patches[i]
+        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = patches[i]
     return out
 
 
@@ -52,23 +54,30 @@ def filter_grid(kernel, scale: int | None = None, cmap: str = "seismic") -> np.n
       cmap: matplotlib colour map (default `seismic`).
 
     Returns:
-      uint8 array `(H, W, 3)`; gaps between tiles are grey.
+      uint8 array `(H, W, 3)`: grey 1-px lines between the input-channel slices
+      of a filter, 3-px lines between filters.
     """
     k = np.asarray(kernel, dtype=np.float32)
     if k.ndim != 4:
         raise ValueError(f"kernel must be 4-D (kh, kw, in, out). Received shape: {k.shape}")
-    vmax = float(np.max(np.abs(k[np.isfinite(k)]))) if np.isfinite(k).any() else 0.0
+    kh, kw, cin, cout = k.shape
+    finite = np.isfinite(k)
+    vmax = float(np.max(np.abs(k[finite]))) if finite.any() else 0.0
     vmax = vmax or 1.0
-    normed = np.clip((k + vmax) / (2 * vmax), 0.0, 1.0)  # 0.5 == zero weight
+    normed = np.clip((np.nan_to_num(k) + vmax) / (2 * vmax), 0.0, 1.0)  # 0.5 == zero weight
+    if scale is None:
+        sub_r, sub_c = _grid_shape(cin)
+        out_r, out_c = _grid_shape(cout)
+        weights_across = max(out_r * sub_r * kh, out_c * sub_c * kw)
+        scale = max(1, min(8, 320 // max(weights_across, 1)))
     # (out, in, kh, kw): one tile per output filter, a sub-grid of its input channels.
     per_filter = np.transpose(normed, (3, 2, 0, 1))
-    tiles = np.stack([_tile(f, np.nan) for f in per_filter])
-    grid = _tile(tiles, np.nan)
+    per_filter = np.repeat(np.repeat(per_filter, scale, axis=2), scale, axis=3)
+    tiles = np.stack([_tile(f, np.nan, gap=1) for f in per_filter])
+    grid = _tile(tiles, np.nan, gap=3)
     rgb = (matplotlib.colormaps[cmap](np.nan_to_num(grid, nan=0.5))[..., :3] * 255).astype(np.uint8)
     rgb[np.isnan(grid)] = _GAP
-    if scale is None:
-        scale = max(1, min(8, 320 // max(rgb.shape[:2])))
-    return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+    return rgb
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:

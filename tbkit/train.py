@@ -31,7 +31,14 @@ from tbkit.rundir import RunDir, default_run_name
 from tbkit.writers import RunWriters
 
 #: Flags that define the trajectory of a run; a resume must not change them.
-_FIXED_ON_RESUME = ("batch_size", "learning_rate", "validation_size", "eval_every", "seed")
+_FIXED_ON_RESUME = (
+    "batch_size",
+    "learning_rate",
+    "lr_decay",
+    "validation_size",
+    "eval_every",
+    "seed",
+)
 
 
 @dataclasses.dataclass
@@ -43,6 +50,7 @@ class TrainConfig:
     num_iterations: int = 10_000
     batch_size: int = 64
     learning_rate: float = 1e-3
+    lr_decay: float = 0.7
     eval_every: int = 100
     require_improvement: int = 1000
     summary_every: int = 100
@@ -71,6 +79,8 @@ class TrainConfig:
             raise ValueError(
                 f"learning_rate must be a positive number. Received: learning_rate={self.learning_rate}"
             )
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
         if self.seed is not None and not 0 <= self.seed < 2**31:
             raise ValueError(f"seed must be between 0 and 2**31-1. Received: seed={self.seed}")
 
@@ -173,7 +183,12 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
         tf.config.experimental.enable_op_determinism()
     model = MnistCNN(logging=config.histograms)
     model(tf.zeros((1, 28, 28, 1)))
-    optimizer = keras.optimizers.Adam(config.learning_rate)
+    # The rate decays smoothly by `lr_decay` every 1000 iterations; the schedule
+    # reads the optimizer's own step counter, which the checkpoint restores.
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, 1000, config.lr_decay
+    )
+    optimizer = keras.optimizers.Adam(schedule if config.lr_decay < 1 else config.learning_rate)
     optimizer.build(model.trainable_variables)
     iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
     finished = tf.Variable(False, trainable=False)
@@ -461,6 +476,7 @@ def _write_hparams(run, config, seed) -> None:
     hparams = {
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
+        "lr_decay": config.lr_decay,
         "eval_every": config.eval_every,
         "require_improvement": config.require_improvement,
         "validation_size": config.validation_size,

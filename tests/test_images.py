@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -16,23 +17,35 @@ def test_filter_grid_single_channel_symmetric_scale():
     k[0, 0, 0, 0] = 1.0  # strongest positive -> dark red
     k[0, 0, 0, 1] = -0.5  # negative -> blue
     img = tbkit.filter_grid(k, scale=1)
-    # 4 tiles on a 2x2 grid of 2x2 tiles with 1-pixel gaps.
-    assert img.shape == (5, 5, 3) and img.dtype == np.uint8
-    red, blue, zero = img[0, 0], img[0, 3], img[1, 1]
+    # 4 tiles on a 2x2 grid of 2x2 tiles with 3-pixel gaps between filters.
+    assert img.shape == (7, 7, 3) and img.dtype == np.uint8
+    red, blue, zero = img[0, 0], img[0, 5], img[1, 1]
     assert red[0] > red[2] and blue[2] > blue[0]
     assert np.all(zero > 240)  # seismic's centre (zero) is white
     assert tuple(img[2, 0]) == (128, 128, 128)  # gap
     # The scale is shared: flipping the sign swaps the colours exactly.
     flipped = tbkit.filter_grid(-k, scale=1)
-    assert tuple(flipped[0, 3]) != tuple(blue)
+    assert tuple(flipped[0, 5]) != tuple(blue)
+    assert flipped[0, 0][2] > flipped[0, 0][0]  # the strongest weight is now dark blue
 
 
 def test_filter_grid_multichannel_tiles_every_input_channel():
     rng = np.random.default_rng(0)
     k = rng.normal(size=(5, 5, 16, 36)).astype(np.float32)
     img = tbkit.filter_grid(k, scale=1)
-    tile = 4 * 6 - 1  # 4x4 sub-grid of 5x5 channel slices with gaps
-    assert img.shape == (6 * (tile + 1) - 1, 6 * (tile + 1) - 1, 3)
+    tile = 4 * 6 - 1  # 4x4 sub-grid of 5x5 channel slices with 1-px gaps
+    assert img.shape == (6 * (tile + 3) - 3, 6 * (tile + 3) - 3, 3)
+    # Every weight is drawn: the top-left pixel of filter 0 is input channel 0's (0, 0) weight,
+    # the pixel 6 to the right is input channel 1's.
+    unscaled = tbkit.filter_grid(k, scale=1)
+    cmap_of = lambda v: tuple(
+        (
+            matplotlib.colormaps["seismic"]((v / np.abs(k).max() + 1) / 2)[:3]
+            * np.array([255, 255, 255])
+        ).astype(np.uint8)
+    )  # noqa: E731
+    assert tuple(unscaled[0, 0]) == cmap_of(k[0, 0, 0, 0])
+    assert tuple(unscaled[0, 6]) == cmap_of(k[0, 0, 1, 0])
     with pytest.raises(ValueError, match="4-D"):
         tbkit.filter_grid(np.zeros((5, 5, 16)))
 

@@ -1,0 +1,120 @@
+"""tbkit.keras.TensorBoardRun on an ordinary Keras model that knows nothing of tbkit."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tbkit
+import tbkit.keras as tbk
+from conftest import FIXTURE, decode_image_events, load_events, scalars
+
+STATS = ("mean", "stddev", "min", "max", "histogram")
+
+
+@pytest.fixture(scope="module")
+def data():
+    d = tbkit.datasets.mnist.load(FIXTURE, validation_size=500, log=lambda _: None)
+    f = lambda a: (a[..., None] / 255.0).astype("float32")  # noqa: E731
+    return f(d.train_images), d.train_labels, f(d.validation_images), d.validation_labels
+
+
+def stock_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv_a"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(12, 3, activation="relu", name="conv_b"),  # 8-channel kernels
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu", name="dense_a"),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def test_fit_gives_the_full_picture_and_a_restorable_best(tmp_path, data):
+    x, y, xv, yv = data
+    model = stock_model()
+    cb = tbk.TensorBoardRun(str(tmp_path), validation_data=(xv, yv), summary_freq=10)
+    history = model.fit(
+        x, y, batch_size=100, epochs=3, validation_data=(xv, yv), callbacks=[cb], verbose=0
+    )
+
+    train = load_events(str(tmp_path / "train"))
+    tags = set(train.Tags()["tensors"])
+    for layer in ("conv_a", "conv_b", "dense_a", "logits"):
+        for var in ("kernel", "bias"):
+            assert {f"{layer}/{var}/{s}" for s in STATS} <= tags, (layer, var)
+    assert list(scalars(train, "conv_b/kernel/mean")) == [10, 20, 30, 40]  # 15 batches x 3 epochs
+    for layer, shape in (("conv_a", None), ("conv_b", None)):
+        [*_, (step, grid)] = decode_image_events(train, f"{layer}/filters")
+        assert step == 40 and grid.ndim == 3 and shape is None
+    # Train and validation share the tags, so TensorBoard overlays them.
+    val = load_events(str(tmp_path / "validation"))
+    assert list(scalars(train, "accuracy")) == list(scalars(val, "accuracy")) == [15, 30, 45]
+    assert scalars(val, "accuracy")[45] == pytest.approx(history.history["val_accuracy"][-1])
+    assert {"confusion_matrix", "example_errors", "best_accuracy"} <= set(val.Tags()["tensors"])
+
+    # The best checkpoint restores into a fresh model and gives the best validation accuracy.
+    best_epoch = int(np.argmax(history.history["val_accuracy"])) + 1
+    assert cb.best.best_path.endswith(f"best-{best_epoch}")
+    fresh = stock_model(seed=1)
+    tf.train.Checkpoint(model=fresh).restore(cb.best.best_path).expect_partial()
+    _, acc = fresh.evaluate(xv, yv, verbose=0, batch_size=500)
+    assert acc == pytest.approx(max(history.history["val_accuracy"]), abs=1e-6)
+    # restore_best_weights: the trained model now holds the best weights too.
+    np.testing.assert_allclose(
+        model.get_layer("logits").kernel.numpy(), fresh.get_layer("logits").kernel.numpy()
+    )
+
+
+def test_early_stopping_state_survives_a_restart(tmp_path, data):
+    x, y, xv, yv = data
+    x, y = x[:600], y[:600]
+    # An absurd min_delta makes every epoch after the first "no improvement".
+    make = lambda: tbk.TensorBoardRun(str(tmp_path), patience=3, min_delta=0.5, images=False)  # noqa: E731
+    first = stock_model()
+    h1 = first.fit(
+        x, y, batch_size=100, epochs=2, validation_data=(xv, yv), callbacks=[make()], verbose=0
+    )
+    assert len(h1.history["loss"]) == 2
+    # A new process would build a new model and callback and call fit with more epochs:
+    second = stock_model(seed=5)
+    cb = make()
+    h2 = second.fit(
+        x, y, batch_size=100, epochs=10, validation_data=(xv, yv), callbacks=[cb], verbose=0
+    )
+    # Resumed after epoch 2 with the saved patience: best at epoch 1, stop at epoch 4.
+    assert len(h2.history["loss"]) == 2
+    assert int(cb.stopper.best_step.numpy()) == 1 and int(cb.epoch.numpy()) == 4
+    steps = sorted(scalars(load_events(str(tmp_path / "validation")), "accuracy"))
+    assert steps == [6, 12, 18, 24]  # optimizer.iterations continued too
+    # Finished: a third fit trains nothing.
+    third = stock_model(seed=6)
+    h3 = third.fit(
+        x, y, batch_size=100, epochs=10, validation_data=(xv, yv), callbacks=[make()], verbose=0
+    )
+    assert h3.history == {} or len(h3.history.get("loss", [])) == 0
+
+
+def test_variable_tags_are_collision_free():
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")], name="inner")
+    outer_in = keras.Input((4,))
+    h = inner(outer_in)
+    out = keras.layers.Dense(2, name="d2")(h)
+    model = keras.Model(outer_in, out)
+    tags = tbk.variable_tags(model)
+    assert set(tags) == {"d/kernel", "d/bias", "d2/kernel", "d2/bias"}
+    assert len(set(map(id, tags.values()))) == 4
+    with pytest.raises(ValueError, match="summary_freq"):
+        tbk.TensorBoardRun("x", summary_freq=0)
