@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="random seed (default: drawn and recorded in config.json)",
     )
     p.add_argument(
+        "--strategy",
+        choices=["default", "mirrored", "multi-worker"],
+        default=d.strategy,
+        help="tf.distribute strategy: one device, MirroredStrategy over this machine's devices, "
+        "or MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (needs --seed); "
+        "--batch-size is the global batch, split across replicas",
+    )
+    p.add_argument(
         "--no-images",
         action="store_true",
         help="do not write image summaries (filters, confusion matrix, errors)",
@@ -176,6 +184,7 @@ def main(argv=None) -> int:
         images=not args.no_images,
         histograms=not args.no_histograms,
         deterministic=not args.no_deterministic,
+        strategy=args.strategy,
     )
     try:
         train(config, log=lambda line: print(line, flush=True))

@@ -32,21 +32,9 @@ import tensorflow as tf
 
 from tbkit import images as tbi
 from tbkit.checkpoints import BestCheckpoint, EarlyStopping
+from tbkit.distribute import is_chief
 from tbkit.summaries import variable_summaries
 from tbkit.writers import RunWriters
-
-
-def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
-    """True unless this process is a non-chief worker of a multi-worker strategy."""
-    strategy = strategy or tf.distribute.get_strategy()
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type == "chief":
-        return True
-    spec = resolver.cluster_spec().as_dict()
-    return task_type == "worker" and task_id == 0 and "chief" not in spec
 
 
 def leaf_layers(model) -> list:

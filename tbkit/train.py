@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -23,7 +25,16 @@ from tqdm.auto import tqdm
 
 from tbkit import images as tbi
 from tbkit.checkpoints import BestCheckpoint, EarlyStopping
-from tbkit.datasets import eval_dataset, mnist, train_dataset
+from tbkit.datasets import mnist, train_dataset
+from tbkit.distribute import (
+    STRATEGIES,
+    distribute,
+    first_replica,
+    is_chief,
+    make_evaluator,
+    make_strategy,
+    make_train_step,
+)
 from tbkit.errors import CheckpointError, TbkitError
 from tbkit.graph import write_graph
 from tbkit.model import MnistCNN
@@ -61,6 +72,7 @@ class TrainConfig:
     images: bool = True
     histograms: bool = True
     deterministic: bool = True
+    strategy: str = "default"
 
     def validate(self) -> None:
         for field in (
@@ -78,6 +90,14 @@ class TrainConfig:
         if not self.learning_rate > 0 or not np.isfinite(self.learning_rate):
             raise ValueError(
                 f"learning_rate must be a positive number. Received: learning_rate={self.learning_rate}"
+            )
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {', '.join(STRATEGIES)}. Received: strategy={self.strategy!r}"
+            )
+        if self.strategy == "multi-worker" and self.seed is None:
+            raise ValueError(
+                "--strategy multi-worker needs an explicit --seed so that every worker agrees"
             )
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
@@ -148,7 +168,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     timings = dict.fromkeys(
         ("startup", "train_steps", "summaries", "validation", "checkpoints", "test"), 0.0
     )
-    # Data first: a bad data set must not leave anything in the run directory.
+    # The strategy before any other TF work (multi-worker collectives need that);
+    # then the data: a bad data set must not leave anything in the run directory.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
     data = mnist.load(config.data_dir, config.validation_size, log=log)
     if config.batch_size > len(data.train_images):
         raise ValueError(
@@ -169,18 +192,54 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                 )
         config = dataclasses.replace(config, seed=stored["seed"])
     seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    if not chief:
+        return _train_worker(config, run, data, seed, stored, started, timings, strategy)
     run.create()
     run.lock()
     try:
-        return _train(config, run, data, seed, stored, started, timings, log)
+        return _train(config, run, data, seed, stored, started, timings, log, strategy, run)
     finally:
         run.unlock()
 
 
-def _train(config, run, data, seed, stored, started, timings, log) -> TrainResult:
+def _train_worker(config, run, data, seed, stored, started, timings, strategy):
+    """A non-chief worker: the same computation, written to a scratch copy that is removed."""
+    with tempfile.TemporaryDirectory(prefix="tbkit-worker-") as scratch:
+        own = RunDir(scratch, run.name)
+        if os.path.isdir(os.path.join(run.path, "checkpoints")):
+            shutil.copytree(
+                os.path.join(run.path, "checkpoints"), os.path.join(own.path, "checkpoints")
+            )
+        own.create()
+        return _train(
+            config,
+            run,
+            data,
+            seed,
+            stored,
+            started,
+            timings,
+            lambda _: None,
+            strategy,
+            own,
+            chief=False,
+        )
+
+
+def _train(
+    config, run, data, seed, stored, started, timings, log, strategy, out, chief=True
+) -> TrainResult:
+    """Trains; `run` is the real run directory, `out` where this process writes checkpoints."""
     keras.utils.set_random_seed(seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
+    with strategy.scope():
+        return _train_in_scope(
+            config, run, data, seed, stored, started, timings, log, strategy, out, chief
+        )
+
+
+def _train_in_scope(config, run, data, seed, stored, started, timings, log, strategy, out, chief):
     model = MnistCNN(logging=config.histograms)
     model(tf.zeros((1, 28, 28, 1)))
     # The rate decays smoothly by `lr_decay` every 1000 iterations; the schedule
@@ -195,11 +254,11 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
     window = tf.Variable(tf.zeros(3), trainable=False)  # sum of loss, accuracy, count
     stopper = EarlyStopping(config.require_improvement)
 
-    for directory in (run.best_dir, run.latest_dir):
+    for directory in (out.best_dir, out.latest_dir):
         path = tf.train.latest_checkpoint(directory)
         if path:
             model.check_checkpoint(path)
-    best = BestCheckpoint(run.best_dir, model=model)
+    best = BestCheckpoint(out.best_dir, model=model)
     state = tf.train.Checkpoint(
         model=model,
         optimizer=optimizer,
@@ -209,7 +268,7 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
         early_stopping=stopper,
     )
     latest = tf.train.CheckpointManager(
-        state, run.latest_dir, max_to_keep=2, checkpoint_name="latest"
+        state, out.latest_dir, max_to_keep=2, checkpoint_name="latest"
     )
     if latest.latest_checkpoint:
         try:
@@ -220,7 +279,7 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
             ) from None
         if not bool(finished.numpy()):
             log(f"Resuming from iteration {int(iteration.numpy())}")
-    if stored is None:
+    if stored is None and chief:
         _write_hparams(run, config, seed)
         run.write_config(
             {
@@ -237,37 +296,10 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
             }
         )
-    writers = RunWriters(run.path)
-    val_ds = eval_dataset(data.validation_images, data.validation_labels)
-    test_ds = eval_dataset(data.test_images, data.test_labels)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x, y):
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        acc = tf.reduce_mean(
-            tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32)
-        )
-        window.assign_add(tf.stack([loss, acc, 1.0]))
-        return loss, acc
-
-    @tf.function(reduce_retracing=True)
-    def eval_step(x, y):
-        logits = model(x, training=False)
-        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-        return loss, tf.argmax(logits, 1, output_type=tf.int32)
-
-    def evaluate(ds):
-        losses, preds = [], []
-        for x, y in ds:
-            loss, pred = eval_step(x, y)
-            losses.append(loss)
-            preds.append(pred)
-        preds = np.concatenate([p.numpy() for p in preds])
-        return float(np.sum([v.numpy() for v in losses])) / len(preds), preds
+    writers = RunWriters(run.path, enabled=chief)
+    train_step = make_train_step(strategy, model, optimizer, window, config.batch_size)
+    validate = make_evaluator(strategy, model, data.validation_images, data.validation_labels)
+    test = make_evaluator(strategy, model, data.test_images, data.test_labels)
 
     timings["startup"] = time.perf_counter() - started
     early_stopped = False
@@ -286,8 +318,8 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
                     latest,
                     writers,
                     train_step,
-                    evaluate,
-                    val_ds,
+                    validate,
+                    strategy,
                     timings,
                     log,
                 )
@@ -305,12 +337,12 @@ def _train(config, run, data, seed, stored, started, timings, log) -> TrainResul
         t = time.perf_counter()
         status = best.restore()
         status.assert_existing_objects_matched()
-        test_loss, test_pred = evaluate(test_ds)
+        test_loss, test_pred = test()
         correct = int(np.sum(test_pred == data.test_labels))
         total = len(test_pred)
         cm = tbi.confusion_matrix(data.test_labels, test_pred, mnist.NUM_CLASSES)
         best_step = int(best.best_step.numpy())
-        if not tf.io.gfile.glob(os.path.join(run.path, "test", "events.*")):
+        if chief and not tf.io.gfile.glob(os.path.join(run.path, "test", "events.*")):
             with writers.scope("test", step=best_step):
                 tf.summary.scalar("accuracy", correct / total)
                 tf.summary.scalar("loss", test_loss)
@@ -359,15 +391,18 @@ def _loop(
     latest,
     writers,
     train_step,
-    evaluate,
-    val_ds,
+    validate,
+    strategy,
     timings,
     log,
 ) -> bool:
     """The training loop proper; returns True when it stopped early."""
     start = int(iteration.numpy())
-    ds = train_dataset(
-        data.train_images, data.train_labels, config.batch_size, seed, start_step=start
+    ds = distribute(
+        strategy,
+        train_dataset(
+            data.train_images, data.train_labels, config.batch_size, seed, start_step=start
+        ),
     )
     if start == 0:
         write_graph(
@@ -395,7 +430,7 @@ def _loop(
             timings["train_steps"] += time.perf_counter() - t
             if step % config.summary_every == 0:
                 t = time.perf_counter()
-                model.summarize(step, x)
+                model.summarize(step, first_replica(strategy, x))
                 if config.images:
                     for name in ("layer_conv1", "layer_conv2"):
                         tbi.filters_summary(
@@ -408,7 +443,7 @@ def _loop(
                 window.assign(tf.zeros(3))
                 tf.summary.scalar("loss", loss_sum / count, step=step)
                 tf.summary.scalar("accuracy", acc_sum / count, step=step)
-                val_loss, val_pred = evaluate(val_ds)
+                val_loss, val_pred = validate()
                 val_acc = float(np.mean(val_pred == data.validation_labels))
                 improved = stopper.update(val_acc, step)
                 tv = time.perf_counter()

@@ -38,12 +38,15 @@ def test_filter_grid_multichannel_tiles_every_input_channel():
     # Every weight is drawn: the top-left pixel of filter 0 is input channel 0's (0, 0) weight,
     # the pixel 6 to the right is input channel 1's.
     unscaled = tbkit.filter_grid(k, scale=1)
-    cmap_of = lambda v: tuple(
-        (
-            matplotlib.colormaps["seismic"]((v / np.abs(k).max() + 1) / 2)[:3]
-            * np.array([255, 255, 255])
-        ).astype(np.uint8)
-    )  # noqa: E731
+
+    def cmap_of(v):
+        return tuple(
+            (
+                matplotlib.colormaps["seismic"]((v / np.abs(k).max() + 1) / 2)[:3]
+                * np.array([255, 255, 255])
+            ).astype(np.uint8)
+        )  # noqa: E731
+
     assert tuple(unscaled[0, 0]) == cmap_of(k[0, 0, 0, 0])
     assert tuple(unscaled[0, 6]) == cmap_of(k[0, 0, 1, 0])
     with pytest.raises(ValueError, match="4-D"):
