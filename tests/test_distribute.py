@@ -1,0 +1,151 @@
+"""tf.distribute without GPUs: 2 logical CPU devices, and two real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURE, ROOT, event_files, load_events, scalars
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["--data-dir", FIXTURE, "--validation-size", "500", "--num-iterations", "40",
+        "--eval-every", "10", "--summary-every", "10", "--checkpoint-every", "20", "--seed", "5"]  # fmt: skip
+
+TWO_CPUS = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tbkit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def env(**extra):
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **extra)
+
+
+def tags_of(run_dir):
+    return {
+        name: set(load_events(str(run_dir / name)).Tags()["tensors"])
+        for name in ("train", "validation", "test")
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("dist")
+    single = subprocess.run(
+        [sys.executable, "train_mnist.py", "--logdir", str(logdir), "--run-name", "single", *ARGS],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env(),
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr
+    mirrored = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            TWO_CPUS,
+            "--logdir",
+            str(logdir),
+            "--run-name",
+            "mirrored",
+            "--strategy",
+            "mirrored",
+            *ARGS,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env(),
+        timeout=300,
+    )
+    assert mirrored.returncode == 0, mirrored.stderr
+    return logdir
+
+
+def test_mirrored_has_the_single_device_picture(runs):
+    assert tags_of(runs / "mirrored") == tags_of(runs / "single")
+    for name in ("train", "validation", "test"):
+        assert (
+            len(event_files(str(runs / "mirrored" / name))) == 1
+        )  # one writer, not one per replica
+    val = scalars(load_events(str(runs / "mirrored" / "validation")), "accuracy")
+    assert sorted(val) == [10, 20, 30, 40] and max(val.values()) > 0.5
+
+
+def test_mirrored_best_checkpoint_restores_on_one_device(runs):
+    best = max(scalars(load_events(str(runs / "mirrored" / "validation")), "accuracy").values())
+    script = f"""
+import numpy as np, tensorflow as tf, tbkit
+data = tbkit.datasets.mnist.load({FIXTURE!r}, validation_size=500, log=lambda _: None)
+model = tbkit.MnistCNN(); model(tf.zeros((1, 28, 28, 1)))
+tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint({str(runs / "mirrored" / "checkpoints" / "best")!r})).expect_partial()
+x = data.validation_images[..., None].astype("float32") / 255.0
+print(int(np.sum(np.argmax(model(x), 1) == data.validation_labels)))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env(),
+        cwd=ROOT,
+    )
+    assert int(out.stdout.split()[-1]) == round(best * 500)
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_worker_processes_chief_writes_worker_does_not(tmp_path):
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        cmd = [sys.executable, "train_mnist.py", "--logdir", str(tmp_path), "--run-name", "mw", "--strategy", "multi-worker", *ARGS[:4], "--num-iterations", "20", "--eval-every", "10", "--summary-every", "10", "--seed", "5"]  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                env=env(TF_CONFIG=tf_config),
+            )
+        )
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=300))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    chief_out, worker_out = outputs[0][0], outputs[1][0]
+    assert "Accuracy on Test-Set" in chief_out and "Iter:" in chief_out
+    assert "Iter:" not in worker_out  # the worker computes but does not report
+    run = tmp_path / "mw"
+    assert {"train", "validation", "test", "checkpoints", "config.json"} <= set(os.listdir(run))
+    for name in ("train", "validation", "test"):
+        assert len(event_files(str(run / name))) == 1
+    assert sorted(scalars(load_events(str(run / "validation")), "accuracy")) == [10, 20]
+    assert os.listdir(tmp_path) == ["mw"]
