@@ -149,3 +149,47 @@ def test_two_worker_processes_chief_writes_worker_does_not(tmp_path):
         assert len(event_files(str(run / name))) == 1
     assert sorted(scalars(load_events(str(run / "validation")), "accuracy")) == [10, 20]
     assert os.listdir(tmp_path) == ["mw"]
+
+
+def test_keras_callback_under_mirrored_strategy(tmp_path):
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np, tbkit, tbkit.keras
+d = tbkit.datasets.mnist.load({FIXTURE!r}, validation_size=500, log=lambda _: None)
+f = lambda a: (a[..., None] / 255.0).astype("float32")
+strategy = tf.distribute.MirroredStrategy()
+assert strategy.num_replicas_in_sync == 2
+with strategy.scope():
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+                              keras.layers.Flatten(), keras.layers.Dense(10, name="out")])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+cb = tbkit.keras.TensorBoardRun({str(tmp_path)!r}, validation_data=(f(d.validation_images), d.validation_labels))
+h = model.fit(f(d.train_images), d.train_labels, batch_size=100, epochs=2,
+              validation_data=(f(d.validation_images), d.validation_labels), callbacks=[cb], verbose=0)
+print(max(h.history["val_accuracy"]), cb.best.best_path)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    best, path = out.stdout.split()[-2:]
+    train = set(load_events(str(tmp_path / "train")).Tags()["tensors"])
+    assert {
+        "conv/kernel/mean",
+        "conv/kernel/histogram",
+        "out/bias/max",
+        "conv/filters",
+        "accuracy",
+    } <= train
+    assert {"accuracy", "confusion_matrix"} <= set(
+        load_events(str(tmp_path / "validation")).Tags()["tensors"]
+    )
+    assert len(event_files(str(tmp_path / "train"))) == 1
+    assert os.path.basename(path).startswith("best-") and float(best) > 0.5
