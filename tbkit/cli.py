@@ -41,6 +41,16 @@ def _decay(text: str) -> float:
     return value
 
 
+def _shift(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 8, got {text!r}") from None
+    if not 0 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 8, got {value}")
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -93,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_decay,
         default=d.lr_decay,
         help="multiply the learning rate by this every 1000 iterations (1 = constant)",
+    )
+    p.add_argument(
+        "--augment-shift",
+        type=_shift,
+        default=d.augment_shift,
+        help="shift each training image by up to N pixels at random (0 = no augmentation)",
     )
     p.add_argument(
         "--eval-every", type=_positive_int, default=d.eval_every, help="validate every N iterations"
@@ -174,6 +190,7 @@ def main(argv=None) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         lr_decay=args.lr_decay,
+        augment_shift=args.augment_shift,
         eval_every=args.eval_every,
         require_improvement=args.require_improvement,
         summary_every=args.summary_every,

@@ -58,6 +58,9 @@ def _buckets(data: tf.Tensor, bucket_count: int) -> tf.Tensor:
     data) instead of a one-hot matrix of size `len(data) x bucket_count`.
     """
     data = tf.cast(tf.reshape(data, [-1]), tf.float64)
+    # Non-finite values have no bucket (TensorBoard's op turns them into garbage
+    # edges); they are left out here, and variable_summaries counts them.
+    data = tf.boolean_mask(data, tf.math.is_finite(data))
     size = tf.size(data)
 
     def nonempty():
@@ -66,7 +69,7 @@ def _buckets(data: tf.Tensor, bucket_count: int) -> tf.Tensor:
 
         def spread():
             index = tf.cast(tf.floor((data - lo) / (width / bucket_count)), tf.int32)
-            index = tf.minimum(index, bucket_count - 1)
+            index = tf.clip_by_value(index, 0, bucket_count - 1)
             counts = tf.math.bincount(
                 index, minlength=bucket_count, maxlength=bucket_count, dtype=tf.float64
             )

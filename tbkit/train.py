@@ -62,6 +62,7 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     lr_decay: float = 0.7
+    augment_shift: int = 2
     eval_every: int = 100
     require_improvement: int = 1000
     summary_every: int = 100
@@ -99,6 +100,8 @@ class TrainConfig:
             raise ValueError(
                 "--strategy multi-worker needs an explicit --seed so that every worker agrees"
             )
+        if isinstance(self.augment_shift, bool) or not isinstance(self.augment_shift, int) or not 0 <= self.augment_shift <= 8:
+            raise ValueError(f"augment_shift must be an integer from 0 to 8. Received: augment_shift={self.augment_shift!r}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
         if self.seed is not None and not 0 <= self.seed < 2**31:
@@ -440,6 +443,15 @@ def _loop(
             if step % config.eval_every == 0:
                 t = time.perf_counter()
                 loss_sum, acc_sum, count = window.numpy()
+                if not np.isfinite(loss_sum):
+                    # Checked at validation cadence (no per-step host sync); the
+                    # latest checkpoint is not overwritten with diverged weights.
+                    bar.close()
+                    kept = f"iteration {int(best.best_step.numpy())}" if best.best_path else "none yet"
+                    raise TbkitError(
+                        f"the training loss became {loss_sum} between iterations {step - config.eval_every + 1} and "
+                        f"{step}; stopping (lower --learning-rate?). Best checkpoint kept: {kept}"
+                    )
                 window.assign(tf.zeros(3))
                 tf.summary.scalar("loss", loss_sum / count, step=step)
                 tf.summary.scalar("accuracy", acc_sum / count, step=step)
@@ -512,6 +524,7 @@ def _write_hparams(run, config, seed) -> None:
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
         "lr_decay": config.lr_decay,
+        "augment_shift": config.augment_shift,
         "eval_every": config.eval_every,
         "require_improvement": config.require_improvement,
         "validation_size": config.validation_size,

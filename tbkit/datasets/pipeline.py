@@ -15,12 +15,36 @@ def _to_float(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32)[..., tf.newaxis] / 255.0
 
 
+def random_shift(images: tf.Tensor, max_shift: int, seed) -> tf.Tensor:
+    """Moves each image by a random whole number of pixels in [-max_shift, max_shift].
+
+    Stateless: the same `seed` (a pair) always gives the same shifts, so a
+    resumed run sees the very batches an uninterrupted one saw. Pixels moved
+    in from outside are 0 (black background).
+    """
+    n = tf.shape(images)[0]
+    shifts = tf.random.stateless_uniform([n, 2], seed=seed, minval=-max_shift, maxval=max_shift + 1, dtype=tf.int32)
+    shifts = tf.cast(shifts, tf.float32)
+    ones, zeros = tf.ones([n]), tf.zeros([n])
+    # Projective transform rows: output(x, y) = input(x + dx, y + dy).
+    transforms = tf.stack([ones, zeros, shifts[:, 0], zeros, ones, shifts[:, 1], zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="NEAREST",
+        fill_mode="CONSTANT",
+    )
+
+
 def train_dataset(
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int,
     seed: int,
     start_step: int = 0,
+    max_shift: int = 0,
 ) -> tf.data.Dataset:
     """An endless, reshuffled-each-epoch stream of `(images, labels)` batches.
 
@@ -34,6 +58,8 @@ def train_dataset(
       batch_size: images per batch; must not exceed N.
       seed: shuffling seed.
       start_step: index of the first batch to yield (for resuming).
+      max_shift: augment with random translations of up to this many pixels
+        (0, the default, leaves the images as they are).
 
     Returns:
       A prefetching `tf.data.Dataset` of `(float32 (B, H, W, 1), int32 (B,))`.
@@ -52,15 +78,19 @@ def train_dataset(
         order = tf.random.experimental.stateless_shuffle(
             tf.range(n), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
         )
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+        steps = tf.data.Dataset.range(steps_per_epoch).map(lambda k: epoch * steps_per_epoch + k)
+        return tf.data.Dataset.zip((batches, steps))
+
+    def load(idx, step):
+        x = _to_float(tf.gather(images_t, idx))
+        if max_shift:
+            x = random_shift(x, max_shift, tf.stack([tf.cast(seed, tf.int64) + 1, step]))
+        return x, tf.gather(labels_t, idx)
 
     ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches)
     ds = ds.skip(skip)
-    ds = ds.map(
-        lambda idx: (_to_float(tf.gather(images_t, idx)), tf.gather(labels_t, idx)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
