@@ -60,8 +60,8 @@ class TrainConfig:
     run_name: str | None = None
     num_iterations: int = 10_000
     batch_size: int = 64
-    learning_rate: float = 1e-3
-    lr_decay: float = 0.7
+    learning_rate: float = 2e-3
+    lr_decay: float = 0.5
     augment_shift: int = 2
     eval_every: int = 100
     require_improvement: int = 1000
@@ -100,8 +100,14 @@ class TrainConfig:
             raise ValueError(
                 "--strategy multi-worker needs an explicit --seed so that every worker agrees"
             )
-        if isinstance(self.augment_shift, bool) or not isinstance(self.augment_shift, int) or not 0 <= self.augment_shift <= 8:
-            raise ValueError(f"augment_shift must be an integer from 0 to 8. Received: augment_shift={self.augment_shift!r}")
+        if (
+            isinstance(self.augment_shift, bool)
+            or not isinstance(self.augment_shift, int)
+            or not 0 <= self.augment_shift <= 8
+        ):
+            raise ValueError(
+                f"augment_shift must be an integer from 0 to 8. Received: augment_shift={self.augment_shift!r}"
+            )
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
         if self.seed is not None and not 0 <= self.seed < 2**31:
@@ -447,7 +453,9 @@ def _loop(
                     # Checked at validation cadence (no per-step host sync); the
                     # latest checkpoint is not overwritten with diverged weights.
                     bar.close()
-                    kept = f"iteration {int(best.best_step.numpy())}" if best.best_path else "none yet"
+                    kept = (
+                        f"iteration {int(best.best_step.numpy())}" if best.best_path else "none yet"
+                    )
                     raise TbkitError(
                         f"the training loss became {loss_sum} between iterations {step - config.eval_every + 1} and "
                         f"{step}; stopping (lower --learning-rate?). Best checkpoint kept: {kept}"

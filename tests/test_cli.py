@@ -173,7 +173,19 @@ def test_diverging_loss_stops_with_one_line_and_keeps_the_best(tmp_path, capsys)
     best_dir = tmp_path / "run" / "checkpoints" / "best"
     before = tf.train.latest_checkpoint(str(best_dir))
     # A new run with an absurd learning rate diverges to NaN.
-    code = cli.main(["--logdir", str(tmp_path), "--run-name", "nan", *TINY, "--learning-rate", "1e12", "--num-iterations", "40"])
+    code = cli.main(
+        [
+            "--logdir",
+            str(tmp_path),
+            "--run-name",
+            "nan",
+            *TINY,
+            "--learning-rate",
+            "1e12",
+            "--num-iterations",
+            "40",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "the training loss became nan" in err[0].lower()
     assert tf.train.latest_checkpoint(str(best_dir)) == before

@@ -23,11 +23,15 @@ def random_shift(images: tf.Tensor, max_shift: int, seed) -> tf.Tensor:
     in from outside are 0 (black background).
     """
     n = tf.shape(images)[0]
-    shifts = tf.random.stateless_uniform([n, 2], seed=seed, minval=-max_shift, maxval=max_shift + 1, dtype=tf.int32)
+    shifts = tf.random.stateless_uniform(
+        [n, 2], seed=seed, minval=-max_shift, maxval=max_shift + 1, dtype=tf.int32
+    )
     shifts = tf.cast(shifts, tf.float32)
     ones, zeros = tf.ones([n]), tf.zeros([n])
     # Projective transform rows: output(x, y) = input(x + dx, y + dy).
-    transforms = tf.stack([ones, zeros, shifts[:, 0], zeros, ones, shifts[:, 1], zeros, zeros], axis=1)
+    transforms = tf.stack(
+        [ones, zeros, shifts[:, 0], zeros, ones, shifts[:, 1], zeros, zeros], axis=1
+    )
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
         transforms=transforms,
