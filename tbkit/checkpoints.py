@@ -9,12 +9,76 @@ continues with the same patience and never overwrites a better best.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
+import re
 
 import tensorflow as tf
 
 _MODES = ("max", "min")
+
+
+def checkpoint_candidates(directory: str, prefix: str) -> list[str]:
+    """Checkpoint prefixes `directory/prefix-N` found on disk, newest (largest N) first.
+
+    Found from the `.index` files, not from the `checkpoint` state file, so a
+    damaged state file cannot hide them.
+    """
+    found = []
+    for index in glob.glob(os.path.join(glob.escape(directory), f"{prefix}-*.index")):
+        m = re.fullmatch(rf"{re.escape(prefix)}-(\d+)\.index", os.path.basename(index))
+        if m:
+            found.append((int(m[1]), index[: -len(".index")]))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def _reason(e: BaseException) -> str:
+    text = (getattr(e, "message", None) or str(e)).strip()
+    text = text.splitlines()[-1] if text else type(e).__name__
+    return text[:160]
+
+
+def restore_newest_readable(
+    checkpoint: tf.train.Checkpoint, directory: str, prefix: str, log=print, check=None
+) -> str | None:
+    """Restores the newest checkpoint of `directory` that reads back whole.
+
+    A damaged one (truncated, flipped bytes, unreadable) is reported in one line
+    and the next older one is tried. `check(path)` may raise to refuse a
+    checkpoint outright (e.g. another architecture).
+
+    Returns:
+      The restored prefix, or None when the directory holds no checkpoint.
+
+    Raises:
+      CheckpointError: checkpoints exist but none is readable (never a silent fresh start).
+    """
+    from tbkit.errors import CheckpointError
+
+    candidates = checkpoint_candidates(directory, prefix)
+    for i, path in enumerate(candidates):
+        try:
+            if check is not None:
+                check(path)
+            checkpoint.restore(path).assert_existing_objects_matched()
+        except CheckpointError as e:
+            if "different architecture" in str(e):
+                raise
+            failure = _reason(e)
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            failure = _reason(e)
+        else:
+            if i:
+                log(f"Restored the older checkpoint {path} instead")
+            return path
+        log(f"Checkpoint {path} is damaged ({failure}); trying an older one")
+    if candidates:
+        raise CheckpointError(
+            f"{directory}: no readable checkpoint among {len(candidates)}; refusing to start over "
+            "(move the directory away to start fresh)"
+        )
+    return None
 
 
 def is_improvement(
@@ -129,19 +193,24 @@ class BestCheckpoint(_BestState):
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name="best"
         )
-        path = self.manager.latest_checkpoint
-        if path:
-            self.best_value.assign(
-                tf.train.load_variable(path, "best_value/.ATTRIBUTES/VARIABLE_VALUE")
-            )
-            self.best_step.assign(
-                tf.train.load_variable(path, "best_step/.ATTRIBUTES/VARIABLE_VALUE")
-            )
+        self._path = None
+        # The newest best that reads back is the best (bests are only ever saved
+        # on improvement); a damaged newer one is skipped, never silently lost.
+        for path in checkpoint_candidates(directory, "best"):
+            try:
+                value = tf.train.load_variable(path, "best_value/.ATTRIBUTES/VARIABLE_VALUE")
+                step = tf.train.load_variable(path, "best_step/.ATTRIBUTES/VARIABLE_VALUE")
+            except (tf.errors.OpError, ValueError):
+                continue
+            self.best_value.assign(value)
+            self.best_step.assign(step)
+            self._path = path
+            break
 
     @property
     def best_path(self) -> str | None:
         """Prefix of the best checkpoint on disk, or None."""
-        return self.manager.latest_checkpoint
+        return self._path
 
     def update(self, value: float, step: int) -> bool:
         """Saves a checkpoint if `value` is a new best; returns whether it did."""
@@ -151,7 +220,7 @@ class BestCheckpoint(_BestState):
         self.best_value.assign(value)
         self.best_step.assign(step)
         try:
-            self.manager.save(checkpoint_number=step)
+            self._path = self.manager.save(checkpoint_number=step)
         except BaseException:
             self.best_value.assign(old_value)
             self.best_step.assign(old_step)

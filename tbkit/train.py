@@ -24,7 +24,12 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tbkit import images as tbi
-from tbkit.checkpoints import BestCheckpoint, EarlyStopping
+from tbkit.checkpoints import (
+    BestCheckpoint,
+    EarlyStopping,
+    checkpoint_candidates,
+    restore_newest_readable,
+)
 from tbkit.datasets import mnist, train_dataset
 from tbkit.distribute import (
     STRATEGIES,
@@ -263,11 +268,21 @@ def _train_in_scope(config, run, data, seed, stored, started, timings, log, stra
     window = tf.Variable(tf.zeros(3), trainable=False)  # sum of loss, accuracy, count
     stopper = EarlyStopping(config.require_improvement)
 
-    for directory in (out.best_dir, out.latest_dir):
-        path = tf.train.latest_checkpoint(directory)
-        if path:
+    for path in checkpoint_candidates(out.best_dir, "best")[:1]:
+        try:
             model.check_checkpoint(path)
+        except CheckpointError as e:
+            if "different architecture" in str(e):
+                raise
     best = BestCheckpoint(out.best_dir, model=model)
+    best_on_disk = checkpoint_candidates(out.best_dir, "best")
+    if best_on_disk and best.best_path != best_on_disk[0]:
+        if best.best_path is None:
+            raise CheckpointError(
+                f"{best_on_disk[0]}: the best checkpoint is damaged and there is no older one; "
+                "refusing to continue (move checkpoints/best away to start over)"
+            )
+        log(f"Best checkpoint {best_on_disk[0]} is damaged; using the older best {best.best_path}")
     state = tf.train.Checkpoint(
         model=model,
         optimizer=optimizer,
@@ -279,15 +294,11 @@ def _train_in_scope(config, run, data, seed, stored, started, timings, log, stra
     latest = tf.train.CheckpointManager(
         state, out.latest_dir, max_to_keep=2, checkpoint_name="latest"
     )
-    if latest.latest_checkpoint:
-        try:
-            state.restore(latest.latest_checkpoint).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
-            raise CheckpointError(
-                f"{latest.latest_checkpoint}: cannot restore ({str(e).splitlines()[0]})"
-            ) from None
-        if not bool(finished.numpy()):
-            log(f"Resuming from iteration {int(iteration.numpy())}")
+    restored = restore_newest_readable(
+        state, out.latest_dir, "latest", log, check=model.check_checkpoint
+    )
+    if restored and not bool(finished.numpy()):
+        log(f"Resuming from iteration {int(iteration.numpy())}")
     if stored is None and chief:
         _write_hparams(run, config, seed)
         run.write_config(
@@ -498,14 +509,14 @@ def _loop(
                 break
             if step % config.checkpoint_every == 0 or interrupt.signum is not None:
                 t = time.perf_counter()
-                latest.save(checkpoint_number=step)
+                saved = latest.save(checkpoint_number=step)
                 timings["checkpoints"] += time.perf_counter() - t
             if interrupt.signum is not None:
                 bar.close()
                 writers.flush()
                 name = signal.Signals(interrupt.signum).name
                 raise Interrupted(
-                    f"{name} received: stopped at iteration {step}, saved {latest.latest_checkpoint}; run the same command again to resume",
+                    f"{name} received: stopped at iteration {step}, saved {saved}; run the same command again to resume",
                     128 + interrupt.signum,
                 )
     bar.close()
