@@ -8,10 +8,12 @@ ROOT/NAME/config.json                 flags, seed, versions, data checksums
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import json
 import os
+import shutil
 
 from tbkit.errors import RunDirError
 from tbkit.fileio import write_json_atomic
@@ -81,6 +83,28 @@ class RunDir:
             self._lock_fd = path
             return
         raise RunDirError(f"cannot take the lock {path}")
+
+    def remove_stale_temporaries(self) -> list[str]:
+        """Deletes what a killed process left half-written (call with the lock held).
+
+        TensorFlow writes a checkpoint into `<prefix>_temp/` and renames it when
+        complete; tbkit's own files go through `.tmp-*` files. Either left over
+        means the write never finished, so nothing valid is lost.
+        """
+        removed = []
+        for d in (self.best_dir, self.latest_dir, self.path):
+            if not os.path.isdir(d):
+                continue
+            for name in os.listdir(d):
+                if name.endswith("_temp") or "_temp/" in name or name.startswith(".tmp-"):
+                    target = os.path.join(d, name)
+                    if os.path.isdir(target):
+                        shutil.rmtree(target, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.unlink(target)
+                    removed.append(target)
+        return removed
 
     def unlock(self) -> None:
         if self._lock_fd:

@@ -211,6 +211,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     run.create()
     run.lock()
     try:
+        run.remove_stale_temporaries()
         return _train(config, run, data, seed, stored, started, timings, log, strategy, run)
     finally:
         run.unlock()

@@ -326,3 +326,32 @@ def test_fixture_script_reproduces_committed_fixture(tmp_path):
     )
     for name in os.listdir(FIXTURE):
         assert (out / name).read_bytes() == pathlib.Path(FIXTURE, name).read_bytes(), name
+
+
+def test_full_mnist_from_the_cache_split_counts_and_memory():
+    """On a machine that has fetched MNIST once: the real split and its memory cost."""
+    cache = mnist.default_cache_dir()
+    if (
+        not os.path.isdir(cache)
+        or mnist._load_directory(cache, mnist.IDX_SHA256, mnist.KERAS_NPZ_SHA256) is None
+    ):
+        pytest.skip("full MNIST is not in the local cache (tests never use the network)")
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+import tbkit
+hwm = lambda: int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 1024
+base = hwm()
+d = tbkit.datasets.mnist.load(log=lambda _: None)
+print(len(d.train_images), len(d.validation_images), len(d.test_images), d.train_images.dtype)
+print(*np.bincount(d.test_labels))
+print(hwm() - base)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0] == "55000 5000 10000 uint8"
+    assert out[1] == "980 1135 1032 1010 982 892 958 1028 974 1009"
+    assert int(out[2]) < 300  # MB over the interpreter's baseline (TF already imported)

@@ -92,3 +92,80 @@ def test_damaged_best_is_a_refusal(run, capsys):
     lines = err.strip().splitlines()
     assert code == 1 and "the best checkpoint is damaged" in lines[-1]
     assert index.exists()
+
+
+KILL_ARGS = ["--data-dir", FIXTURE, "--validation-size", "500", "--num-iterations", "120", "--eval-every", "10",
+             "--summary-every", "5", "--checkpoint-every", "5", "--require-improvement", "40", "--seed", "9"]  # fmt: skip
+
+
+def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+    """Kill -9 at random moments (saves and image summaries every 5 iterations), restart each time."""
+    import random
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import tensorflow as tf
+
+    from conftest import ROOT
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+
+    def command(name):
+        return [
+            sys.executable,
+            os.path.join(ROOT, "train_mnist.py"),
+            "--logdir",
+            str(tmp_path),
+            "--run-name",
+            name,
+            *KILL_ARGS,
+        ]
+
+    reference = subprocess.run(
+        command("reference"), capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    rng = random.Random(1234)
+    run = tmp_path / "killed"
+    kills = 0
+    for _attempt in range(8):
+        proc = subprocess.Popen(
+            command("killed"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        # Past start-up (~5 s here) into training, at an arbitrary point.
+        time.sleep(rng.uniform(4.0, 9.0))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        best = tf.train.latest_checkpoint(str(run / "checkpoints" / "best"))
+        if best:  # always restorable
+            reader = tf.train.load_checkpoint(best)
+            assert reader.get_tensor("best_step/.ATTRIBUTES/VARIABLE_VALUE") > 0
+        for name in ("train", "validation"):
+            if (run / name).exists():
+                load_events(str(run / name))  # TensorBoard's loader reads what is there
+    final = subprocess.run(
+        command("killed"), capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert kills >= 3
+    leftovers = [
+        p for p in run.rglob("*") if p.name.endswith("_temp") or p.name.startswith(".tmp-")
+    ]
+    assert leftovers == []
+    test_line = lambda out: re.search(r"^Accuracy on Test-Set: .*$", out, re.M)[0]  # noqa: E731
+    assert test_line(final.stdout) == test_line(reference.stdout)
+    ref_val = scalars(load_events(str(tmp_path / "reference" / "validation")), "accuracy")
+    got_val = scalars(load_events(str(run / "validation")), "accuracy")
+    assert got_val == ref_val  # replayed steps log the same values (last write wins per step)
