@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 import shutil
 import signal
@@ -346,7 +347,7 @@ def _train_in_scope(config, run, data, seed, stored, started, timings, log, stra
                 )
                 finished.assign(True)
                 t = time.perf_counter()
-                latest.save(checkpoint_number=int(iteration.numpy()))
+                _write_checkpoint(latest.save, int(iteration.numpy()), best)
                 timings["checkpoints"] += time.perf_counter() - t
             else:
                 log(
@@ -479,7 +480,7 @@ def _loop(
                 val_acc = float(np.mean(val_pred == data.validation_labels))
                 improved = stopper.update(val_acc, step)
                 tv = time.perf_counter()
-                best.update(val_acc, step)
+                _write_checkpoint(functools.partial(best.update, val_acc), step, best)
                 ckpt_dt = time.perf_counter() - tv
                 timings["checkpoints"] += ckpt_dt
                 with writers.scope("validation", step=step):
@@ -510,7 +511,7 @@ def _loop(
                 break
             if step % config.checkpoint_every == 0 or interrupt.signum is not None:
                 t = time.perf_counter()
-                saved = latest.save(checkpoint_number=step)
+                saved = _write_checkpoint(latest.save, step, best)
                 timings["checkpoints"] += time.perf_counter() - t
             if interrupt.signum is not None:
                 bar.close()
@@ -522,6 +523,19 @@ def _loop(
                 )
     bar.close()
     return stopped_early
+
+
+def _write_checkpoint(save, step: int, best: BestCheckpoint):
+    """Runs a checkpoint write; a failed write (disk full, file too large, read-only)
+    becomes one line that says the previous best is intact."""
+    try:
+        return save(step)
+    except (tf.errors.OpError, OSError) as e:
+        reason = (getattr(e, "message", None) or str(e)).strip().splitlines()[0][:200]
+        kept = f"{best.best_path} (accuracy {best.best:.4f})" if best.best_path else "none yet"
+        raise CheckpointError(
+            f"cannot write the checkpoint of iteration {step}: {reason}. Best checkpoint kept: {kept}"
+        ) from None
 
 
 class Interrupted(TbkitError):

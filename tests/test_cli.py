@@ -196,3 +196,39 @@ def test_diverging_loss_stops_with_one_line_and_keeps_the_best(tmp_path, capsys)
         model(tf.zeros((1, 28, 28, 1)))
         tf.train.Checkpoint(model=model).restore(nan_best).expect_partial()
         assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+
+
+@pytest.mark.parametrize(
+    "name, damage, expected",
+    [
+        ("t10k-images-idx3-ubyte", lambda b: b[:-1] + bytes([b[-1] ^ 1]), "SHA-256 mismatch"),
+        ("train-images-idx3-ubyte", lambda b: b"\x00\x00\x08\x02" + b[4:], "bad IDX magic number"),
+        ("train-labels-idx1-ubyte", lambda b: b[:-7], "truncated file"),
+        (
+            "t10k-images-idx3-ubyte",
+            lambda b: b[:8] + (30).to_bytes(4, "big") + b[12:],
+            "wrong dimensions",
+        ),
+    ],
+)
+def test_bad_data_files_one_line_and_nothing_written(tmp_path, capsys, name, damage, expected):
+    import gzip
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(FIXTURE, data_dir)
+    path = data_dir / (name + ".gz")
+    path.write_bytes(gzip.compress(damage(gzip.decompress(path.read_bytes()))))
+    code = cli.main(
+        [
+            "--logdir",
+            str(tmp_path / "logs"),
+            "--data-dir",
+            str(data_dir),
+            "--validation-size",
+            "500",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and expected in err[0] and name in err[0]
+    assert not (tmp_path / "logs").exists()

@@ -169,3 +169,47 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     ref_val = scalars(load_events(str(tmp_path / "reference" / "validation")), "accuracy")
     got_val = scalars(load_events(str(run / "validation")), "accuracy")
     assert got_val == ref_val  # replayed steps log the same values (last write wins per step)
+
+
+def test_file_size_limit_fails_a_save_cleanly(tmp_path):
+    """RLIMIT_FSIZE lets the ~1 MB best checkpoints through and stops the ~3 MB resume checkpoint."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+
+    from conftest import ROOT
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+    args = [
+        *ARGS[:4],
+        "--num-iterations",
+        "40",
+        "--eval-every",
+        "10",
+        "--checkpoint-every",
+        "20",
+        "--seed",
+        "2",
+    ]
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_mnist.py"), "--logdir", str(tmp_path), "--run-name", "full", *args],
+        capture_output=True, text=True, cwd=ROOT, preexec_fn=limit, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_mnist.py: error: cannot write the checkpoint of iteration 20")
+    assert "Traceback" not in proc.stderr
+    best = tf.train.latest_checkpoint(str(tmp_path / "full" / "checkpoints" / "best"))
+    assert best and f"Best checkpoint kept: {best}" in last
+    model = __import__("tbkit").MnistCNN()
+    model(tf.zeros((1, 28, 28, 1)))
+    model.load(best)  # restorable
+    val = scalars(load_events(str(tmp_path / "full" / "validation")), "accuracy")
+    assert sorted(val) == [10, 20]
