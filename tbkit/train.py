@@ -31,9 +31,9 @@ from tbkit.checkpoints import (
     checkpoint_candidates,
     restore_newest_readable,
 )
+from tbkit.config import _FIXED_ON_RESUME, TrainConfig  # noqa: F401 (re-exported)
 from tbkit.datasets import mnist, train_dataset
 from tbkit.distribute import (
-    STRATEGIES,
     distribute,
     first_replica,
     is_chief,
@@ -43,81 +43,11 @@ from tbkit.distribute import (
 )
 from tbkit.errors import CheckpointError, TbkitError
 from tbkit.graph import write_graph
+from tbkit.hparams import write_hparams
+from tbkit.interrupt import Interrupted, InterruptFlag  # noqa: F401 (re-exported)
 from tbkit.model import MnistCNN
 from tbkit.rundir import RunDir, default_run_name
 from tbkit.writers import RunWriters
-
-#: Flags that define the trajectory of a run; a resume must not change them.
-_FIXED_ON_RESUME = (
-    "batch_size",
-    "learning_rate",
-    "lr_decay",
-    "validation_size",
-    "eval_every",
-    "seed",
-)
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Every setting of a training run; the CLI's defaults come from here."""
-
-    logdir: str = "logs"
-    run_name: str | None = None
-    num_iterations: int = 10_000
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    lr_decay: float = 0.5
-    augment_shift: int = 2
-    eval_every: int = 100
-    require_improvement: int = 1000
-    summary_every: int = 100
-    checkpoint_every: int = 500
-    data_dir: str | None = None
-    validation_size: int = 5000
-    seed: int | None = None
-    images: bool = True
-    histograms: bool = True
-    deterministic: bool = True
-    strategy: str = "default"
-
-    def validate(self) -> None:
-        for field in (
-            "num_iterations",
-            "batch_size",
-            "eval_every",
-            "require_improvement",
-            "summary_every",
-            "checkpoint_every",
-            "validation_size",
-        ):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{field} must be a positive integer. Received: {field}={value!r}")
-        if not self.learning_rate > 0 or not np.isfinite(self.learning_rate):
-            raise ValueError(
-                f"learning_rate must be a positive number. Received: learning_rate={self.learning_rate}"
-            )
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"strategy must be one of {', '.join(STRATEGIES)}. Received: strategy={self.strategy!r}"
-            )
-        if self.strategy == "multi-worker" and self.seed is None:
-            raise ValueError(
-                "--strategy multi-worker needs an explicit --seed so that every worker agrees"
-            )
-        if (
-            isinstance(self.augment_shift, bool)
-            or not isinstance(self.augment_shift, int)
-            or not 0 <= self.augment_shift <= 8
-        ):
-            raise ValueError(
-                f"augment_shift must be an integer from 0 to 8. Received: augment_shift={self.augment_shift!r}"
-            )
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1]. Received: lr_decay={self.lr_decay}")
-        if self.seed is not None and not 0 <= self.seed < 2**31:
-            raise ValueError(f"seed must be between 0 and 2**31-1. Received: seed={self.seed}")
 
 
 @dataclasses.dataclass
@@ -132,28 +62,6 @@ class TrainResult:
     early_stopped: bool
     confusion_matrix: np.ndarray
     timings: dict
-
-
-class _Interrupt:
-    """Turns SIGINT/SIGTERM into a flag checked between iterations."""
-
-    def __init__(self):
-        self.signum = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _versions() -> dict:
@@ -302,7 +210,7 @@ def _train_in_scope(config, run, data, seed, stored, started, timings, log, stra
     if restored and not bool(finished.numpy()):
         log(f"Resuming from iteration {int(iteration.numpy())}")
     if stored is None and chief:
-        _write_hparams(run, config, seed)
+        write_hparams(run, config, seed)
         run.write_config(
             {
                 "flags": dataclasses.asdict(config),
@@ -443,7 +351,7 @@ def _loop(
     )
     say = bar.write if interactive else log
     stopped_early = False
-    with _Interrupt() as interrupt:
+    with InterruptFlag() as interrupt:
         it = iter(ds)
         for step in range(start + 1, config.num_iterations + 1):
             t = time.perf_counter()
@@ -536,42 +444,3 @@ def _write_checkpoint(save, step: int, best: BestCheckpoint):
         raise CheckpointError(
             f"cannot write the checkpoint of iteration {step}: {reason}. Best checkpoint kept: {kept}"
         ) from None
-
-
-class Interrupted(TbkitError):
-    """Training stopped on a signal after saving a checkpoint."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _write_hparams(run, config, seed) -> None:
-    """Writes the HParams session (and experiment config) at the top of the run directory.
-
-    The session groups `NAME/train`, `NAME/validation` and `NAME/test`; the
-    metrics are the validation and test accuracies those runs already log.
-    """
-    from tensorboard.plugins.hparams import api as hp
-
-    hparams = {
-        "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate,
-        "lr_decay": config.lr_decay,
-        "augment_shift": config.augment_shift,
-        "eval_every": config.eval_every,
-        "require_improvement": config.require_improvement,
-        "validation_size": config.validation_size,
-        "seed": seed,
-    }
-    metrics = [
-        hp.Metric("accuracy", group="validation", display_name="validation accuracy"),
-        hp.Metric("best_accuracy", group="validation", display_name="best validation accuracy"),
-        hp.Metric("loss", group="validation", display_name="validation loss"),
-        hp.Metric("accuracy", group="test", display_name="test accuracy"),
-    ]
-    writer = tf.summary.create_file_writer(run.path)
-    with writer.as_default(step=0):
-        hp.hparams_config(hparams=[hp.HParam(k) for k in hparams], metrics=metrics)
-        hp.hparams(hparams, trial_id=run.name)
-    writer.close()
