@@ -175,7 +175,11 @@ class TensorBoardRun(keras.callbacks.Callback):
                 )
         self._var_tags = variable_tags(self.model)
         self._kernels = conv_kernels(self.model)
-        self._summary_fn = tf.function(self._summaries)
+        # Tracing the summary function costs ~2 s: worth it at a batch cadence,
+        # not for a handful of epoch-end recordings, which run eagerly instead.
+        self._summary_fn = (
+            self._summaries if self.summary_freq == "epoch" else tf.function(self._summaries)
+        )
         self._train_scope = self.writers.scope("train")
         self._train_scope.__enter__()
 

@@ -1,0 +1,110 @@
+"""model.fit with tbkit's callback vs Keras' TensorBoard callback vs no callback.
+
+Usage: python bench/vs_keras.py [--reps 3] [--epochs 1] [--data-dir DIR]
+
+The same Keras model (the tutorial's CNN from stock Keras layers), the same
+data, one epoch per measurement, configurations interleaved in one process:
+
+  none     no callback
+  keras    keras.callbacks.TensorBoard(histogram_freq=1, write_images=True,
+           update_freq="epoch"): weight histograms and weight images once per epoch
+  tbkit    tbkit.keras.TensorBoardRun(summary_freq="epoch", validation_data=None,
+           patience=None): weight scalars + histograms + filter grids once per
+           epoch, plus best/latest checkpoints (matched cadence, more content)
+
+Prints the median seconds per epoch and the ratio to `none`. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+import tbkit  # noqa: E402
+import tbkit.keras  # noqa: E402
+
+
+def model():
+    m = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(16, 5, padding="same", activation="relu", name="layer_conv1"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(36, 5, padding="same", activation="relu", name="layer_conv2"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu", name="layer_fc1"),
+            keras.layers.Dense(10, name="layer_fc2"),
+        ]
+    )
+    m.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    return m
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--train-images", type=int, default=20_000)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+
+    d = tbkit.datasets.mnist.load(args.data_dir, validation_size=5000, log=lambda _: None)
+    x = (d.train_images[: args.train_images, ..., None] / 255.0).astype("float32")
+    y = d.train_labels[: args.train_images]
+    xv = (d.validation_images[..., None] / 255.0).astype("float32")
+    yv = d.validation_labels
+
+    def callbacks(kind, logdir):
+        if kind == "keras":
+            return [
+                keras.callbacks.TensorBoard(
+                    logdir, histogram_freq=1, write_images=True, update_freq="epoch"
+                )
+            ]
+        if kind == "tbkit":
+            return [tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", images=True)]
+        return []
+
+    times = {k: [] for k in ("none", "keras", "tbkit")}
+    with tempfile.TemporaryDirectory() as root:
+        for rep in range(args.reps + 1):  # the first round warms up and is dropped
+            order = list(times)
+            random.shuffle(order)
+            for kind in order:
+                m = model()
+                cbs = callbacks(kind, os.path.join(root, f"{kind}-{rep}"))
+                t0 = time.perf_counter()
+                m.fit(
+                    x,
+                    y,
+                    batch_size=64,
+                    epochs=1,
+                    validation_data=(xv, yv),
+                    callbacks=cbs,
+                    verbose=0,
+                )
+                if rep:
+                    times[kind].append(time.perf_counter() - t0)
+    none = statistics.median(times["none"])
+    print(
+        f"# model.fit, tutorial CNN, {args.train_images} images/epoch + 5000 validation, batch 64, {args.reps} interleaved reps"
+    )
+    for kind, ts in times.items():
+        med = statistics.median(ts)
+        print(
+            f"{kind:<6} {med:7.2f} s/epoch  ratio {med / none:5.3f}  ({', '.join(f'{t:.2f}' for t in ts)})"
+        )
+
+
+if __name__ == "__main__":
+    main()
