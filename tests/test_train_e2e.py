@@ -262,3 +262,52 @@ def test_report_table(finished_run):
     assert cells[2] == f"{best_value:.2%}" and int(cells[3]) == -neg_step
     assert cells[4] == f"{int(test_line[2]) / 500:.2%}"
     assert cells[5] == "early-stopped" and cells[6].endswith(f"best-{-neg_step}")
+
+
+def test_report_on_finished_early_stopped_and_interrupted_runs(tmp_path):
+    base = ["--data-dir", FIXTURE, "--validation-size", "500", "--eval-every", "10", "--summary-every", "10", "--checkpoint-every", "10", "--seed", "4"]  # fmt: skip
+    finished = run_cli(
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "a-finished",
+        *base,
+        "--num-iterations",
+        "20",
+        "--require-improvement",
+        "1000",
+    )
+    early = run_cli(
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "b-early",
+        *base,
+        "--num-iterations",
+        "300",
+        "--require-improvement",
+        "10",
+    )
+    assert finished.returncode == 0 and early.returncode == 0
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, os.path.join(ROOT, "train_mnist.py"), "--logdir", str(tmp_path), "--run-name", "c-interrupted", *base, "--num-iterations", "300", "--require-improvement", "1000"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT
+    )
+    wait_for(proc, r"^Iter:\s+30,")
+    proc.kill()
+    proc.wait()
+    out = subprocess.run(
+        [sys.executable, "-m", "tbkit.report", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["a-finished"][1] == "20" and rows["a-finished"][5] == "finished"
+    assert rows["b-early"][5] == "early-stopped" and int(rows["b-early"][1]) < 300
+    assert rows["c-interrupted"][5] == "interrupted" and rows["c-interrupted"][4] == "-"
+    assert int(rows["c-interrupted"][1]) >= 20
+    for name in ("a-finished", "b-early"):
+        assert rows[name][4].endswith("%") and "best-" in rows[name][6]
