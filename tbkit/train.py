@@ -237,22 +237,11 @@ def _train_in_scope(config, run, data, seed, stored, started, timings, log, stra
         with writers.scope("train"):
             if not bool(finished.numpy()):
                 early_stopped = _loop(
-                    config,
-                    data,
-                    seed,
-                    model,
-                    iteration,
-                    window,
-                    stopper,
-                    best,
-                    latest,
-                    writers,
-                    train_step,
-                    validate,
-                    strategy,
-                    timings,
-                    log,
-                )
+                    _LoopParts(
+                        config, data, seed, model, iteration, window, stopper, best, latest,
+                        writers, train_step, validate, strategy, timings, log,
+                    )
+                )  # fmt: skip
                 finished.assign(True)
                 t = time.perf_counter()
                 _write_checkpoint(latest.save, int(iteration.numpy()), best)
@@ -309,24 +298,38 @@ def _train_in_scope(config, run, data, seed, stored, started, timings, log, stra
     )
 
 
-def _loop(
-    config,
-    data,
-    seed,
-    model,
-    iteration,
-    window,
-    stopper,
-    best,
-    latest,
-    writers,
-    train_step,
-    validate,
-    strategy,
-    timings,
-    log,
-) -> bool:
+@dataclasses.dataclass
+class _LoopParts:
+    """What the training loop works with, built once by `_train_in_scope`."""
+
+    config: TrainConfig
+    data: mnist.MnistData
+    seed: int
+    model: MnistCNN
+    iteration: tf.Variable
+    window: tf.Variable
+    stopper: EarlyStopping
+    best: BestCheckpoint
+    latest: tf.train.CheckpointManager
+    writers: RunWriters
+    train_step: Callable
+    validate: Callable
+    strategy: tf.distribute.Strategy
+    timings: dict
+    log: Callable[[str], None]
+
+
+def _loop(parts: _LoopParts) -> bool:
     """The training loop proper; returns True when it stopped early."""
+    config, data, seed, model = parts.config, parts.data, parts.seed, parts.model
+    iteration, window, stopper, best = parts.iteration, parts.window, parts.stopper, parts.best
+    latest, writers, train_step, validate = (
+        parts.latest,
+        parts.writers,
+        parts.train_step,
+        parts.validate,
+    )
+    strategy, timings, log = parts.strategy, parts.timings, parts.log
     start = int(iteration.numpy())
     ds = distribute(
         strategy,
