@@ -70,7 +70,6 @@ def test_early_stopping_state_survives_a_checkpoint(tmp_path):
 
 def test_best_checkpoint_saves_only_improvements_and_never_regresses(tmp_path):
     var = tf.Variable(0.0)
-    keeper = tbkit.BestCheckpoint(str(tmp_path / "best"), model=tf.Module())
     keeper = tbkit.BestCheckpoint(str(tmp_path / "best"), v=var)
     saved = []
     for step, (value, weight) in enumerate(

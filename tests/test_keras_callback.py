@@ -56,9 +56,12 @@ def test_fit_gives_the_full_picture_and_a_restorable_best(tmp_path, data):
         for var in ("kernel", "bias"):
             assert {f"{layer}/{var}/{s}" for s in STATS} <= tags, (layer, var)
     assert list(scalars(train, "conv_b/kernel/mean")) == [10, 20, 30, 40]  # 15 batches x 3 epochs
-    for layer, shape in (("conv_a", None), ("conv_b", None)):
+    for layer in ("conv_a", "conv_b"):
         [*_, (step, grid)] = decode_image_events(train, f"{layer}/filters")
-        assert step == 40 and grid.ndim == 3 and shape is None
+        # Every input channel of every filter is drawn: the grid has the builder's full shape
+        # (conv_b: 12 filters x 8 input channels).
+        expected = tbkit.filter_grid(model.get_layer(layer).kernel.numpy()).shape
+        assert step == 40 and grid.shape[:2] == expected[:2]
     # Train and validation share the tags, so TensorBoard overlays them.
     val = load_events(str(tmp_path / "validation"))
     assert list(scalars(train, "accuracy")) == list(scalars(val, "accuracy")) == [15, 30, 45]
