@@ -1,16 +1,21 @@
 """A default train_mnist.py run, measured: wall time, its split, log size, load time, peak RSS.
 
-Usage: python bench/end_to_end.py [--data-dir DIR] [--extra "--num-iterations 2000"]
+Usage: python bench/end_to_end.py [--data-dir DIR] [--runs 2] [--extra "--num-iterations 2000"]
 
 Runs `train_mnist.py` as a child process on full MNIST (the cache or
-`--data-dir`), then reports:
+`--data-dir`), `--runs` times, and reports for each:
 
-  - wall time, iterations, and the split the trainer prints (train steps,
-    summaries, validation, checkpoints, test);
-  - wall time / (iterations x bare step time), the bare step time measured in
-    this same process right after the run (the same compiled step, no summaries);
-  - the run directory's size, and the time TensorBoard's own EventAccumulator
-    takes to load every run in it;
+  - wall time from launch to exit, iterations, and the split the trainer
+    prints (start-up, train steps, summaries, validation, checkpoints, test,
+    other); "launch" is the rest: the interpreter and the TensorFlow import;
+  - wall time / (iterations x bare step time). The bare step (the same
+    compiled step on the same input pipeline, no summaries, no validation) is
+    measured in this process before the first run and after each run; the
+    mean of the measurements either side of a run is its denominator;
+  - the run directory's size;
+  - TensorBoard's loading of it: the Python `EventMultiplexer` (TensorFlow
+    imported beforehand, as a server has it), and a real `tensorboard` server
+    (launch until it answers, and until it serves the last validation point);
   - the child's peak RSS.
 
 Not a test: numbers depend on the machine and its load (this one: 2 shared cores).
@@ -19,14 +24,21 @@ Not a test: numbers depend on the machine and its load (this one: 2 shared cores
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import re
-import resource
 import shlex
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -36,92 +48,162 @@ def dir_size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
 
 
-def bare_step_seconds(steps: int = 300) -> float:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+class BareStep:
+    """The trainer's compiled step with nothing around it, timed on demand."""
 
-    import tbkit
-    from tbkit.distribute import make_train_step
+    def __init__(self, data_dir: str | None):
+        import keras
+        import tensorflow as tf
 
-    d = tbkit.datasets.mnist.load(None, validation_size=5000, log=lambda _: None)
-    model = tbkit.MnistCNN()
-    model(tf.zeros((1, 28, 28, 1)))
-    opt = keras.optimizers.Adam(1e-3)
-    window = tf.Variable(tf.zeros(3))
-    step = make_train_step(tf.distribute.get_strategy(), model, opt, window, 64)
-    ds = iter(tbkit.datasets.train_dataset(d.train_images, d.train_labels, 64, seed=0, max_shift=2))
-    for _ in range(20):
-        step(*next(ds))
+        import tbkit
+        from tbkit.distribute import make_train_step
+
+        d = tbkit.datasets.mnist.load(data_dir, validation_size=5000, log=lambda _: None)
+        model = tbkit.MnistCNN()
+        model(tf.zeros((1, 28, 28, 1)))
+        self.window = tf.Variable(tf.zeros(3))
+        self.step = make_train_step(
+            tf.distribute.get_strategy(), model, keras.optimizers.Adam(1e-3), self.window, 64
+        )
+        ds = tbkit.datasets.train_dataset(d.train_images, d.train_labels, 64, seed=0, max_shift=2)
+        self.it = iter(ds)
+        self.seconds(20)
+
+    def seconds(self, steps: int = 400) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step(*next(self.it))
+        float(self.window[0].numpy())
+        return (time.perf_counter() - t0) / steps
+
+
+def multiplexer_load(logdir: str) -> float:
+    from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+
     t0 = time.perf_counter()
-    for _ in range(steps):
-        step(*next(ds))
-    float(window[0].numpy())
-    return (time.perf_counter() - t0) / steps
+    mux = pem.EventMultiplexer(
+        tensor_size_guidance={"histograms": 500, "images": 10, "scalars": 10000}
+    )
+    mux.AddRunsFromDirectory(logdir)
+    mux.Reload()
+    return time.perf_counter() - t0
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def server_load(logdir: str, run: str, last_step: int) -> tuple[float, float]:
+    """Seconds from launching `tensorboard` to (answering, serving `last_step`).
+
+    With `run=None`, only the time to answer (for an empty logdir)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    query = urllib.parse.urlencode({"run": f"{run}/validation", "tag": "accuracy"})
+    if run is None:  # an empty logdir: how long the server takes to start at all
+        query = None
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    up = None
+    try:
+        while time.perf_counter() - t0 < 120 and proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                _get(base + "/data/runs")
+                up = up or time.perf_counter() - t0
+                if query is None:
+                    return up, up
+                points = _get(f"{base}/data/plugin/scalars/scalars?{query}")
+                if points and points[-1][1] == last_step:
+                    return up, time.perf_counter() - t0
+            time.sleep(0.05)
+        raise SystemExit("tensorboard did not serve the run within 120 s")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def one_run(data_dir: str | None, extra: str, logdir: str) -> dict:
+    cmd = [sys.executable, os.path.join(ROOT, "train_mnist.py"), "--logdir", logdir]
+    cmd += ["--run-name", "bench", "--seed", "1"]
+    if data_dir:
+        cmd += ["--data-dir", data_dir]
+    cmd += shlex.split(extra)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        # wait4 gives this child's own peak RSS (ru_maxrss, KiB).
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise SystemExit(stderr[-2000:])
+    h, m, s = re.search(r"^Time usage: (\d+):(\d+):(\d+)$", stdout, re.M).groups()
+    return {
+        "wall": wall,
+        "trainer": int(h) * 3600 + int(m) * 60 + int(s),
+        "iterations": max(int(m) for m in re.findall(r"^Iter:\s+(\d+)", stdout, re.M)),
+        "validations": len(re.findall(r"^Iter:", stdout, re.M)),
+        "split": re.search(r"^Time split: (.*)$", stdout, re.M)[1],
+        "test": re.search(r"^Accuracy on Test-Set: (.*)$", stdout, re.M)[1],
+        "peak_mb": usage.ru_maxrss / 1024,
+    }
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--extra", default="", help="extra flags for train_mnist.py")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as logdir:
-        cmd = [
-            sys.executable,
-            os.path.join(ROOT, "train_mnist.py"),
-            "--logdir",
-            logdir,
-            "--run-name",
-            "bench",
-            "--seed",
-            "1",
-        ]
-        if args.data_dir:
-            cmd += ["--data-dir", args.data_dir]
-        cmd += shlex.split(args.extra)
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        )
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise SystemExit(proc.stderr[-2000:])
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        iterations = max(int(m) for m in re.findall(r"^Iter:\s+(\d+)", proc.stdout, re.M))
-        split = re.search(r"^Time split: (.*)$", proc.stdout, re.M)[1]
-        test = re.search(r"^Accuracy on Test-Set: .*$", proc.stdout, re.M)[0]
-        size_mb = dir_size(os.path.join(logdir, "bench")) / 1e6
-        events_mb = (
-            sum(dir_size(os.path.join(logdir, "bench", d)) for d in ("train", "validation", "test"))
-            / 1e6
-        )
+    import tensorflow  # noqa: F401  (a TensorBoard server has it imported before it loads)
 
-        from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+    with tempfile.TemporaryDirectory() as empty:
+        empty_up, _ = server_load(empty, None, None)
+    bare = BareStep(args.data_dir)
+    bares = [bare.seconds()]
+    results = []
+    for i in range(args.runs):
+        with tempfile.TemporaryDirectory() as logdir:
+            r = one_run(args.data_dir, args.extra, logdir)
+            bares.append(bare.seconds())
+            r["bare"] = (bares[-2] + bares[-1]) / 2
+            r["size_mb"] = dir_size(os.path.join(logdir, "bench")) / 1e6
+            r["events_mb"] = (
+                sum(
+                    dir_size(os.path.join(logdir, "bench", d))
+                    for d in ("train", "validation", "test")
+                )
+                / 1e6
+            )
+            r["mux_s"] = multiplexer_load(logdir)
+            r["server_up_s"], r["server_done_s"] = server_load(logdir, "bench", r["iterations"])
+            results.append(r)
+        print(f"run {i + 1}: {r['wall']:.1f} s, bare {r['bare'] * 1e3:.2f} ms", flush=True)
 
-        t0 = time.perf_counter()
-        mux = pem.EventMultiplexer(
-            tensor_size_guidance={"histograms": 500, "images": 10, "scalars": 10000}
-        )
-        mux.AddRunsFromDirectory(logdir)
-        mux.Reload()
-        load_s = time.perf_counter() - t0
-
-    bare = bare_step_seconds()
-    print("# end to end: python train_mnist.py (defaults, --seed 1) on full MNIST")
-    print(f"wall time              {wall:8.1f} s  ({iterations} iterations; {test})")
-    print(f"time split             {split}")
+    print("\n# end to end: python train_mnist.py (defaults, --seed 1) on full MNIST")
     print(
-        f"bare step              {bare * 1e3:8.2f} ms  (same compiled step, no summaries, measured after the run)"
+        f"bare step (ms), before the first run and after each: {[round(b * 1e3, 2) for b in bares]}"
     )
-    print(f"wall / (iters x bare)  {wall / (iterations * bare):8.2f}")
-    print(
-        f"run directory          {size_mb:8.1f} MB  (event files {events_mb:.1f} MB, the rest checkpoints)"
-    )
-    print(
-        f"TensorBoard load       {load_s:8.2f} s  (EventMultiplexer, TensorBoard's default sampling)"
-    )
-    print(f"peak RSS of the run    {peak_mb:8.0f} MB")
+    for i, r in enumerate(results, 1):
+        ratio = r["wall"] / (r["iterations"] * r["bare"])
+        print(f"\n## run {i}")
+        print(f"wall time              {r['wall']:8.1f} s  ({r['iterations']} iterations, {r['validations']} validations; test {r['test']})")  # fmt: skip
+        print(f"launch (interpreter + TensorFlow import) {r['wall'] - r['trainer']:.0f} s; trainer {r['trainer']} s: {r['split']}")  # fmt: skip
+        print(f"bare step              {r['bare'] * 1e3:8.2f} ms  (mean of the measurements either side)")  # fmt: skip
+        print(f"wall / (iters x bare)  {ratio:8.2f}")
+        print(f"run directory          {r['size_mb']:8.1f} MB  (event files {r['events_mb']:.1f} MB, the rest checkpoints)")  # fmt: skip
+        print(f"EventMultiplexer load  {r['mux_s']:8.2f} s  (TensorBoard's Python loader, default sampling)")  # fmt: skip
+        print(f"tensorboard server     {r['server_done_s']:8.2f} s  from launch to serving the last validation point (answering after {r['server_up_s']:.2f} s; {empty_up:.2f} s on an empty logdir)")  # fmt: skip
+        print(f"peak RSS of the run    {r['peak_mb']:8.0f} MB")
+    ratios = [r["wall"] / (r["iterations"] * r["bare"]) for r in results]
+    print(f"\nwall / (iters x bare), median of {len(ratios)}: {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

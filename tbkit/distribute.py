@@ -16,6 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tbkit.datasets.pipeline import without_autotune
 from tbkit.errors import TbkitError
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -112,7 +113,7 @@ def make_evaluator(strategy, model, images: np.ndarray, labels: np.ndarray, batc
     ds = ds.batch(batch_size).map(
         lambda x, y, i: (tf.cast(x, tf.float32)[..., tf.newaxis] / 255.0, y, i)
     )
-    ds = distribute(strategy, ds.cache().prefetch(tf.data.AUTOTUNE))
+    ds = distribute(strategy, without_autotune(ds.cache().prefetch(2)))
 
     def replica_eval(x, y, i):
         logits = model(x, training=False)

@@ -98,11 +98,11 @@ class TensorBoardRun(keras.callbacks.Callback):
       min_delta: margin an improvement must exceed.
       patience: stop after this many epochs without improvement (None: never).
       restore_best_weights: restore the best checkpoint when training ends (default True).
+      class_names: names for the confusion-matrix axes.
 
     Resuming: when `LOGDIR/checkpoints/latest` exists, `fit` continues after its
     epoch with the saved model, optimizer and patience. A run that stopped early
     is finished, and a later `fit` trains nothing (the best weights are restored).
-      class_names: names for the confusion-matrix axes.
     """
 
     def __init__(
@@ -173,6 +173,7 @@ class TensorBoardRun(keras.callbacks.Callback):
                 self.model._initial_epoch = max(
                     int(self.epoch.numpy()), self.params.get("epochs", 0)
                 )
+        self._saved_epoch = None  # the epoch the newest latest checkpoint holds
         self._var_tags = variable_tags(self.model)
         self._kernels = conv_kernels(self.model)
         # Tracing the summary function costs ~2 s: worth it at a batch cadence,
@@ -243,6 +244,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             self.model.stop_training = True
             self.finished.assign(True)  # early-stopped: a later fit trains nothing
         self.latest.save(checkpoint_number=epoch + 1)
+        self._saved_epoch = epoch + 1
 
     # --- the end --------------------------------------------------------------------------
 
@@ -250,8 +252,10 @@ class TensorBoardRun(keras.callbacks.Callback):
         try:
             self._train_scope.__exit__(None, None, None)
             # A fit that ran out of epochs is not finished: a later fit with more
-            # epochs continues from the saved epoch, like `initial_epoch`.
-            self.latest.save(checkpoint_number=int(self.epoch.numpy()))
+            # epochs continues from the saved epoch, like `initial_epoch`. The
+            # last epoch's save already holds that state, unless fit ended early.
+            if self._saved_epoch != int(self.epoch.numpy()):
+                self.latest.save(checkpoint_number=int(self.epoch.numpy()))
             if self.restore_best_weights and self.best.best_path:
                 tf.train.Checkpoint(model=self.model).restore(self.best.best_path).expect_partial()
         finally:

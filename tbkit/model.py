@@ -143,8 +143,10 @@ class Model(keras.Model):
             raise ValueError("summarize needs a step (or tf.summary.experimental.set_step)")
         if self._summary_fn is None:
             self._summary_fn = {
-                True: tf.function(self._summaries_with_batch, reduce_retracing=True),
-                False: tf.function(self._summaries, reduce_retracing=True),
+                True: tf.function(
+                    self._summaries_with_batch, reduce_retracing=True, autograph=False
+                ),
+                False: tf.function(self._summaries, reduce_retracing=True, autograph=False),
             }
         step = tf.convert_to_tensor(step, tf.int64)
         # `logging` is a Python bool: each value gets its own trace, no tf.cond

@@ -276,9 +276,11 @@ def _train_in_scope(config, run, data, seed, stored, started, timings, log, stra
     elapsed = time.perf_counter() - started
     log(f"Time usage: {datetime.timedelta(seconds=round(elapsed))}")
     parts = ("startup", "train_steps", "summaries", "validation", "checkpoints", "test")
+    other = max(0.0, elapsed - sum(timings[k] for k in parts))
     log(
         "Time split: "
         + ", ".join(f"{k.replace('_', ' ')} {timings[k] / elapsed:.0%}" for k in parts)
+        + f", other {other / elapsed:.0%}"
     )
     log(f"Accuracy on Test-Set: {correct / total:.1%} ({correct} / {total})")
     log("Confusion Matrix:")
@@ -373,6 +375,9 @@ def _loop(parts: _LoopParts) -> bool:
                 timings["summaries"] += time.perf_counter() - t
             if step % config.eval_every == 0:
                 t = time.perf_counter()
+                # `iteration` is only read by checkpoints, so it is set where one
+                # may be written (an assign every step cost ~0.5 ms, 4% of a step).
+                iteration.assign(step)
                 loss_sum, acc_sum, count = window.numpy()
                 if not np.isfinite(loss_sum):
                     # Checked at validation cadence (no per-step host sync); the
@@ -414,12 +419,12 @@ def _loop(parts: _LoopParts) -> bool:
                 if stopper.should_stop(step):
                     say("No improvement found in a while, stopping optimization.")
                     stopped_early = True
-            iteration.assign(step)
             bar.update(1)
             if stopped_early:
                 break
             if step % config.checkpoint_every == 0 or interrupt.signum is not None:
                 t = time.perf_counter()
+                iteration.assign(step)
                 saved = _write_checkpoint(latest.save, step, best)
                 timings["checkpoints"] += time.perf_counter() - t
             if interrupt.signum is not None:
@@ -430,6 +435,8 @@ def _loop(parts: _LoopParts) -> bool:
                     f"{name} received: stopped at iteration {step}, saved {saved}; run the same command again to resume",
                     128 + interrupt.signum,
                 )
+        else:
+            iteration.assign(max(start, config.num_iterations))
     bar.close()
     if pending is not None:
         _validation_images(writers, data, *pending)
