@@ -51,10 +51,46 @@ def model():
     return m
 
 
+HOOKS = (
+    "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+    "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
+    "on_test_batch_begin", "on_test_batch_end",
+)  # fmt: skip
+
+
+class Timed(keras.callbacks.Callback):
+    """Forwards every hook to `inner` and adds up the seconds spent in them."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.seconds = inner, 0.0
+        for hook in HOOKS:
+            setattr(self, hook, self._timed(getattr(inner, hook)))
+
+    def _timed(self, fn):
+        def hook(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        return hook
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.inner.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.inner.set_params(params)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--train-images", type=int, default=20_000)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
 
@@ -67,15 +103,18 @@ def main(argv=None) -> None:
     def callbacks(kind, logdir):
         if kind == "keras":
             return [
-                keras.callbacks.TensorBoard(
-                    logdir, histogram_freq=1, write_images=True, update_freq="epoch"
+                Timed(
+                    keras.callbacks.TensorBoard(
+                        logdir, histogram_freq=1, write_images=True, update_freq="epoch"
+                    )
                 )
             ]
         if kind == "tbkit":
-            return [tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", images=True)]
+            return [Timed(tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", images=True))]
         return []
 
     times = {k: [] for k in ("none", "keras", "tbkit")}
+    in_hooks = {k: [] for k in ("keras", "tbkit")}
     with tempfile.TemporaryDirectory() as root:
         for rep in range(args.reps + 1):  # the first round warms up and is dropped
             order = list(times)
@@ -88,14 +127,21 @@ def main(argv=None) -> None:
                     x,
                     y,
                     batch_size=64,
-                    epochs=1,
+                    epochs=args.epochs,
                     validation_data=(xv, yv),
                     callbacks=cbs,
                     verbose=0,
                 )
                 if rep:
                     times[kind].append(time.perf_counter() - t0)
+                    if cbs:
+                        in_hooks[kind].append(cbs[0].seconds)
     none = statistics.median(times["none"])
+    print(
+        f"# time inside the callback's hooks per fit ({args.epochs} epoch(s)), median of {args.reps}"
+    )
+    for kind, ts in in_hooks.items():
+        print(f"{kind:<6} {statistics.median(ts) * 1e3:7.0f} ms  ({', '.join(f'{t * 1e3:.0f}' for t in ts)})")  # fmt: skip
     print(
         f"# model.fit, tutorial CNN, {args.train_images} images/epoch + 5000 validation, batch 64, {args.reps} interleaved reps"
     )

@@ -88,6 +88,27 @@ def _buckets(data: tf.Tensor, bucket_count: int) -> tf.Tensor:
     return tf.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
+def _buckets_numpy(data, bucket_count: int) -> np.ndarray:
+    """`_buckets` in numpy, for eager callers: the same float64 arithmetic, so
+    the same numbers, without a hundred small eager TensorFlow ops."""
+    data = np.asarray(data, dtype=np.float64).reshape(-1)
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        return np.zeros((bucket_count, 3))
+    lo, hi = data.min(), data.max()
+    width = hi - lo
+    if width == 0:
+        counts = np.zeros(bucket_count)
+        counts[-1] = data.size
+        edges = np.full(bucket_count + 1, hi)
+    else:
+        index = np.clip(np.floor((data - lo) / (width / bucket_count)), 0, bucket_count - 1)
+        counts = np.bincount(index.astype(np.int64), minlength=bucket_count).astype(np.float64)
+        inner = lo + (width / bucket_count) * np.arange(1, bucket_count, dtype=np.float64)
+        edges = np.concatenate([[lo], inner, [hi]])
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
+
+
 def histogram(
     name: str, data, step=None, buckets: int | None = None, description: str | None = None
 ):
@@ -119,12 +140,18 @@ def histogram(
         tag,
         _,
     ):
-        return tf.summary.write(
-            tag=tag,
-            tensor=lambda: _buckets(data, bucket_count),
-            step=step,
-            metadata=summary_metadata,
-        )
+        if tf.executing_eagerly():
+            if not bool(tf.summary.should_record_summaries()):
+                return tf.constant(False)
+
+            def tensor():
+                return tf.constant(_buckets_numpy(data, bucket_count))
+        else:
+
+            def tensor():
+                return _buckets(data, bucket_count)
+
+        return tf.summary.write(tag=tag, tensor=tensor, step=step, metadata=summary_metadata)
 
 
 _write_histogram = histogram  # `variable_summaries` has a flag of the same name
@@ -165,6 +192,9 @@ def variable_summaries(
     outer = tf.get_current_name_scope()
     scope = f"{outer}/{name}/" if outer else f"{name}/"
 
+    if tf.executing_eagerly():
+        return _record_eagerly(var, scope, step, histogram, buckets)
+
     def record():
         values = tf.convert_to_tensor(var)
         finite, nonfinite, mean, stddev, vmin, vmax = _stats(values)
@@ -186,3 +216,35 @@ def variable_summaries(
         return ok
 
     return tf.cond(tf.summary.should_record_summaries(), record, lambda: tf.constant(False))
+
+
+def _record_eagerly(var, scope: str, step, histogram: bool, buckets) -> tf.Tensor:
+    """`variable_summaries` outside `tf.function`: the statistics in numpy.
+
+    About 1 ms per variable instead of ~7 ms of small eager ops (and no
+    first-call kernel set-up), which is what an epoch-end callback pays.
+    """
+    if not bool(tf.summary.should_record_summaries()):
+        return tf.constant(False)
+    x = np.asarray(tf.convert_to_tensor(var)).astype(np.float32, copy=False).reshape(-1)
+    finite = x[np.isfinite(x)]
+    nonfinite = x.size - finite.size
+    if finite.size:
+        mean = finite.mean(dtype=np.float32)
+        stddev = np.sqrt(np.mean(np.square(finite - mean), dtype=np.float32))
+        vmin, vmax = finite.min(), finite.max()
+    else:  # what the compiled reductions give for no values
+        mean = stddev = np.float32("nan")
+        vmin, vmax = np.float32("inf"), np.float32("-inf")
+    with tf.name_scope(scope):
+        ok = tf.summary.scalar("mean", mean, step=step)
+        tf.summary.scalar("stddev", stddev, step=step)
+        tf.summary.scalar("min", vmin, step=step)
+        tf.summary.scalar("max", vmax, step=step)
+        if histogram:
+            _write_histogram("histogram", finite, step=step, buckets=buckets)
+        if nonfinite:
+            tf.summary.scalar("nonfinite", float(nonfinite), step=step)
+    if nonfinite:
+        _warn_nonfinite(scope[:-1].encode(), nonfinite)
+    return ok

@@ -118,3 +118,32 @@ def test_fast_histogram_equals_tensorboards(tmp_path, data):
         np.testing.assert_array_equal(tf.make_ndarray(event.tensor_proto), theirs)
     meta = acc.SummaryMetadata("ours")
     assert meta.plugin_data.plugin_name == "histograms"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(2).normal(size=(30, 20)),
+        np.full((4, 4), 0.25),
+        np.array([1.0, np.nan, -2.0, np.inf, 0.5]),
+        np.array([np.nan, np.nan]),
+    ],
+    ids=["normal", "constant", "some-nonfinite", "all-nonfinite"],
+)
+def test_eager_and_compiled_write_the_same(tmp_path, values):
+    """Eagerly the statistics are computed in numpy; the event files must not tell."""
+    tbkit.summaries._warned.clear()
+    var = tf.Variable(values.astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _, eager = write(tmp_path / "eager", lambda: tbkit.variable_summaries(var, "w", step=3))
+        compiled_fn = tf.function(lambda: tbkit.variable_summaries(var, "w", step=3))
+        _, compiled = write(tmp_path / "compiled", compiled_fn)
+    assert set(eager.Tags()["tensors"]) == set(compiled.Tags()["tensors"])
+    for tag in eager.Tags()["tensors"]:
+        a = tf.make_ndarray(eager.Tensors(tag)[0].tensor_proto)
+        b = tf.make_ndarray(compiled.Tensors(tag)[0].tensor_proto)
+        if tag == "w/histogram":
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
