@@ -35,6 +35,7 @@ def forward_flops(model, batch: int) -> int:
     graph = fn.get_concrete_function(tf.TensorSpec((batch, 28, 28, 1), tf.float32)).graph
     opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     opts["output"] = "none"
+    tf.get_logger().setLevel("ERROR")  # the v1 profiler's deprecation notice
     return tf.compat.v1.profiler.profile(graph, options=opts).total_float_ops
 
 

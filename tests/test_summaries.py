@@ -100,8 +100,9 @@ def test_histogram_switch(tmp_path):
         np.array([3.0, 3.0, 3.0]),
         np.array([-1.0, 0.0, 2.5, 2.5, 7.0]),
         np.zeros((0,)),
+        np.random.default_rng(3).normal(size=(64, 14, 14, 16)),
     ],
-    ids=["normal", "single-value", "small", "empty"],
+    ids=["normal", "single-value", "small", "empty", "activations-200k"],
 )
 def test_fast_histogram_equals_tensorboards(tmp_path, data):
     """tbkit's linear-time histogram writes exactly what tf.summary.histogram writes."""
