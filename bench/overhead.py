@@ -99,11 +99,16 @@ def main(argv=None) -> None:
         f"# tbkit overhead: MNIST CNN train step, batch {args.batch_size}, {args.reps} interleaved reps x {args.steps} steps"
     )
     print(f"# TF {tf.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
-    print(f"{'config':<10} {'ms/step':>8} {'ratio':>7}  min..max ms/step")
+    print(f"{'config':<10} {'ms/step':>8} {'ratio':>7} {'paired':>7}  min..max ms/step")
     for c in configs:
         med = statistics.median(times[c])
         lo, hi = min(times[c]) * 1e3, max(times[c]) * 1e3
-        print(f"{label(c):<10} {med * 1e3:8.3f} {med / bare:7.3f}  {lo:.3f}..{hi:.3f}")
+        # Ratio to the bare block of the same repetition, then the median: slow
+        # drifts of the machine's speed cancel within a repetition.
+        paired = statistics.median(t / b for t, b in zip(times[c], times[None], strict=True))
+        print(
+            f"{label(c):<10} {med * 1e3:8.3f} {med / bare:7.3f} {paired:7.3f}  {lo:.3f}..{hi:.3f}"
+        )
     # The steadier estimate: what the recordings themselves take, spread over their cadence.
     rec = statistics.median(recordings)
     print(f"# one recording: median {rec * 1e3:.1f} ms over {len(recordings)} recordings")
