@@ -143,17 +143,11 @@ def histogram(
         tag,
         _,
     ):
+        # tf.summary.write calls `tensor` only when the summary will be recorded.
         if tf.executing_eagerly():
-            if not bool(tf.summary.should_record_summaries()):
-                return tf.constant(False)
-
-            def tensor():
-                return tf.constant(_buckets_numpy(data, bucket_count))
+            tensor = lambda: tf.constant(_buckets_numpy(data, bucket_count))  # noqa: E731
         else:
-
-            def tensor():
-                return _buckets(data, bucket_count)
-
+            tensor = lambda: _buckets(data, bucket_count)  # noqa: E731
         return tf.summary.write(tag=tag, tensor=tensor, step=step, metadata=summary_metadata)
 
 
@@ -201,13 +195,7 @@ def variable_summaries(
     def record():
         values = tf.convert_to_tensor(var)
         finite, nonfinite, mean, stddev, vmin, vmax = _stats(values)
-        with tf.name_scope(scope):
-            ok = tf.summary.scalar("mean", mean, step=step)
-            tf.summary.scalar("stddev", stddev, step=step)
-            tf.summary.scalar("min", vmin, step=step)
-            tf.summary.scalar("max", vmax, step=step)
-            if histogram:
-                _write_histogram("histogram", finite, step=step, buckets=buckets)
+        ok = _write_stats(scope, step, (mean, stddev, vmin, vmax), finite, histogram, buckets)
 
         def flag():
             with tf.name_scope(scope):
@@ -239,15 +227,21 @@ def _record_eagerly(var, scope: str, step, histogram: bool, buckets) -> tf.Tenso
     else:  # what the compiled reductions give for no values
         mean = stddev = np.float32("nan")
         vmin, vmax = np.float32("inf"), np.float32("-inf")
-    with tf.name_scope(scope):
-        ok = tf.summary.scalar("mean", mean, step=step)
-        tf.summary.scalar("stddev", stddev, step=step)
-        tf.summary.scalar("min", vmin, step=step)
-        tf.summary.scalar("max", vmax, step=step)
-        if histogram:
-            _write_histogram("histogram", finite, step=step, buckets=buckets)
-        if nonfinite:
-            tf.summary.scalar("nonfinite", float(nonfinite), step=step)
+    ok = _write_stats(scope, step, (mean, stddev, vmin, vmax), finite, histogram, buckets)
     if nonfinite:
+        with tf.name_scope(scope):
+            tf.summary.scalar("nonfinite", float(nonfinite), step=step)
         _warn_nonfinite(scope[:-1].encode(), nonfinite)
     return ok
+
+
+def _write_stats(scope: str, step, stats, finite, histogram: bool, buckets):
+    """The `mean`, `stddev`, `min`, `max` scalars and the histogram under `scope`."""
+    with tf.name_scope(scope):
+        results = [
+            tf.summary.scalar(tag, value, step=step)
+            for tag, value in zip(("mean", "stddev", "min", "max"), stats, strict=True)
+        ]
+        if histogram:
+            _write_histogram("histogram", finite, step=step, buckets=buckets)
+    return results[0]
