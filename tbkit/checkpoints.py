@@ -9,12 +9,16 @@ continues with the same patience and never overwrites a better best.
 
 from __future__ import annotations
 
+import collections
 import glob
 import math
 import os
 import re
 
+import keras
 import tensorflow as tf
+
+from tbkit.errors import ArchitectureError, CheckpointError
 
 _MODES = ("max", "min")
 
@@ -54,17 +58,15 @@ def restore_newest_readable(
     Raises:
       CheckpointError: checkpoints exist but none is readable (never a silent fresh start).
     """
-    from tbkit.errors import CheckpointError
-
     candidates = checkpoint_candidates(directory, prefix)
     for i, path in enumerate(candidates):
         try:
             if check is not None:
                 check(path)
             checkpoint.restore(path).assert_existing_objects_matched()
+        except ArchitectureError:
+            raise
         except CheckpointError as e:
-            if "different architecture" in str(e):
-                raise
             failure = _reason(e)
         except (tf.errors.OpError, ValueError, AssertionError) as e:
             failure = _reason(e)
@@ -79,6 +81,68 @@ def restore_newest_readable(
             "(move the directory away to start fresh)"
         )
     return None
+
+
+def _escape(name: str) -> str:
+    # How tf.train.Checkpoint escapes a local name inside a checkpoint key.
+    return name.replace(".", "..").replace("/", ".S")
+
+
+def checkpoint_shapes(root) -> dict[str, tuple[tuple, object]]:
+    """`{checkpoint key: (shape, variable)}` of what saving `root` would write.
+
+    Walks the object graph breadth-first, as `tf.train.Checkpoint` does, so a
+    variable reachable along two paths gets the key of the shorter one.
+
+    Args:
+      root: a `tf.train.Checkpoint` (or any trackable) as used for saving.
+    """
+    view = tf.train.TrackableView(root)
+    seen, out = {id(root)}, {}
+    queue = collections.deque([(root, ())])
+    while queue:
+        obj, path = queue.popleft()
+        for name, child in view.children(obj).items():
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            key = path + (_escape(name),)
+            if isinstance(child, (tf.Variable, keras.Variable)):
+                out["/".join(key) + "/.ATTRIBUTES/VARIABLE_VALUE"] = (tuple(child.shape), child)
+            queue.append((child, key))
+    return out
+
+
+def check_architecture(path: str, root, names: dict[int, str] | None = None) -> None:
+    """Raises `ArchitectureError` unless checkpoint `path` fits `root` variable for variable.
+
+    Args:
+      path: a checkpoint prefix.
+      root: the `tf.train.Checkpoint` the caller would restore it with.
+      names: optional `{id(variable): readable name}` for the message (e.g.
+        the recorder's tags); the checkpoint key is used otherwise.
+
+    Raises:
+      ArchitectureError: a variable is missing from the checkpoint or has another shape.
+      CheckpointError: the checkpoint cannot be read at all.
+    """
+    try:
+        stored = dict(tf.train.list_variables(path))
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({_reason(e)})") from None
+    names = names or {}
+    for key, (shape, var) in checkpoint_shapes(root).items():
+        label = names.get(id(var)) or key.split("/.ATTRIBUTES")[0]
+        if key not in stored:
+            raise ArchitectureError(
+                f"{path}: checkpoint belongs to a different architecture: it has no "
+                f"variable {label} (the model's has shape {list(shape)})"
+            )
+        if tuple(stored[key]) != shape:
+            raise ArchitectureError(
+                f"{path}: checkpoint belongs to a different architecture: {label} has "
+                f"shape {list(stored[key])} in the checkpoint, {list(shape)} in the model"
+            )
 
 
 def is_improvement(

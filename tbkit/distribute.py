@@ -74,67 +74,124 @@ def distribute(strategy: tf.distribute.Strategy, ds: tf.data.Dataset):
     return strategy.experimental_distribute_dataset(ds.with_options(options))
 
 
-def make_train_step(strategy, model, optimizer, window: tf.Variable, global_batch: int):
+def per_example_loss(loss_fn, y_true, y_pred) -> tf.Tensor:
+    """The loss of each example: a Keras `Loss` unreduced, or what a callable returns.
+
+    Per-element losses of higher rank (per time step, per pixel) are averaged
+    per example; a callable that already reduces to a scalar gives that scalar.
+    """
+    import keras
+
+    if isinstance(loss_fn, keras.losses.Loss):
+        values = loss_fn.call(y_true, y_pred)
+    else:
+        values = loss_fn(y_true, y_pred)
+    values = tf.cast(tf.convert_to_tensor(values), tf.float32)
+    if values.shape.rank is not None and values.shape.rank > 1:
+        values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+    return values
+
+
+def _correct(y_true, y_pred) -> tf.Tensor:
+    labels = tf.cast(tf.reshape(y_true, [-1]), tf.int64)
+    pred = tf.reshape(tf.argmax(y_pred, axis=-1), [-1])
+    return tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float32))
+
+
+def make_train_step(strategy, model, optimizer, loss_fn, window: tf.Variable, classifier: bool):
     """A compiled step: forward, backward, update; returns (loss, batch accuracy).
 
-    `window` accumulates (sum of loss, sum of accuracy, count) so the host never
-    syncs on a step it does not log.
+    The loss is averaged over the global batch (every replica's examples) plus
+    the model's regularisation losses. `window` accumulates (sum of losses,
+    correct predictions, examples, batches) so the host never syncs on a step
+    it does not log. The graph groups the step's ops as `loss`, `metrics` and
+    `optimizer` next to the model's own layer scopes.
     """
 
     def replica_step(x, y):
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        correct = tf.reduce_sum(
-            tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32)
-        )
-        return loss, correct
+            y_pred = model(x, training=True)
+            with tf.name_scope("loss"):
+                per = per_example_loss(loss_fn, y, y_pred)
+                if per.shape.rank == 0:  # already a mean over this replica's batch
+                    loss = per / strategy.num_replicas_in_sync
+                else:
+                    loss = tf.nn.compute_average_loss(per)
+                if model.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        with tf.name_scope("optimizer"):
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        with tf.name_scope("metrics"):
+            correct = _correct(y, y_pred) if classifier else tf.constant(0.0)
+            count = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.float32)
+        return loss, correct, count
 
     @tf.function(reduce_retracing=True)
     def train_step(x, y):
-        loss, correct = strategy.run(replica_step, args=(x, y))
-        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-        acc = strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None) / global_batch
-        window.assign_add(tf.stack([loss, acc, 1.0]))
-        return loss, acc
+        loss, correct, count = strategy.run(replica_step, args=(x, y))
+        with tf.name_scope("metrics"):
+            loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+            correct = strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
+            count = strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None)
+            window.assign_add(tf.stack([loss, correct, count, 1.0]))
+            return loss, correct / count
 
     return train_step
 
 
-def make_evaluator(strategy, model, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000):
-    """Returns `evaluate() -> (mean loss, predictions in data-set order)`."""
-    n = len(images)
-    ds = tf.data.Dataset.from_tensor_slices(
-        (images, labels.astype(np.int32), np.arange(n, dtype=np.int64))
-    )
-    ds = ds.batch(batch_size).map(
-        lambda x, y, i: (tf.cast(x, tf.float32)[..., tf.newaxis] / 255.0, y, i)
-    )
-    ds = distribute(strategy, without_autotune(ds.cache().prefetch(2)))
+def with_indices(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`(x, y)` batches -> `(x, y, i)` with each example's position in the data set."""
+
+    def number(n, batch):
+        x, y = batch
+        size = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.int64)
+        return n + size, (x, y, n + tf.range(size, dtype=tf.int64))
+
+    return ds.scan(tf.constant(0, tf.int64), number)
+
+
+def make_evaluator(strategy, model, dataset: tf.data.Dataset, loss_fn, classifier: bool):
+    """Returns `evaluate() -> (mean loss, labels, predictions)` over a batched `(x, y)` data set.
+
+    Labels and predicted classes come back in data-set order, gathered from
+    every replica; for a model that is not a classifier both are None.
+    """
+    ds = distribute(strategy, without_autotune(with_indices(dataset).prefetch(2)))
 
     def replica_eval(x, y, i):
-        logits = model(x, training=False)
-        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-        return loss, tf.argmax(logits, 1, output_type=tf.int32), i
+        y_pred = model(x, training=False)
+        loss = tf.reduce_sum(per_example_loss(loss_fn, y, y_pred))
+        if classifier:
+            pred = tf.reshape(tf.argmax(y_pred, axis=-1), [-1])
+            labels = tf.cast(tf.reshape(y, [-1]), tf.int64)
+        else:
+            pred = labels = tf.zeros_like(i)
+        return loss, labels, pred, i
 
     @tf.function(reduce_retracing=True)
     def eval_step(x, y, i):
-        loss, pred, idx = strategy.run(replica_eval, args=(x, y, i))
+        loss, labels, pred, idx = strategy.run(replica_eval, args=(x, y, i))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-        return loss, strategy.gather(pred, axis=0), strategy.gather(idx, axis=0)
+        gather = lambda t: strategy.gather(t, axis=0)  # noqa: E731
+        return loss, gather(labels), gather(pred), gather(idx)
 
     def evaluate():
-        total, preds, order = 0.0, [], []
+        total, labels, preds, order = 0.0, [], [], []
         for x, y, i in ds:
-            loss, pred, idx = eval_step(x, y, i)
+            loss, lab, pred, idx = eval_step(x, y, i)
             total += float(loss)
+            labels.append(lab.numpy())
             preds.append(pred.numpy())
             order.append(idx.numpy())
-        out = np.empty(n, dtype=np.int64)
-        out[np.concatenate(order)] = np.concatenate(preds)
-        return total / n, out
+        if not order:
+            raise ValueError("the evaluation data set is empty")
+        idx = np.concatenate(order)
+        n = len(idx)
+        if not classifier:
+            return total / n, None, None
+        out_labels, out_pred = np.empty(n, np.int64), np.empty(n, np.int64)
+        out_labels[idx], out_pred[idx] = np.concatenate(labels), np.concatenate(preds)
+        return total / n, out_labels, out_pred
 
     return evaluate

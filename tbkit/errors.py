@@ -19,3 +19,11 @@ class CheckpointError(TbkitError):
 
 class RunDirError(TbkitError):
     """The run directory cannot be created, written or locked."""
+
+
+class ArchitectureError(CheckpointError):
+    """A checkpoint holds another model: a variable is missing or has another shape."""
+
+
+class TrainingError(TbkitError):
+    """Training cannot go on: the loss or the weights became non-finite."""

@@ -5,32 +5,33 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def write_hparams(run, config, seed) -> None:
-    """Writes the HParams session (and experiment config) at the top of the run directory.
+def write_hparams(run_path: str, trial_id: str, hparams: dict, monitor: str = "accuracy") -> None:
+    """Writes the HParams session (and experiment config) at the top of a run directory.
 
-    The session groups `NAME/train`, `NAME/validation` and `NAME/test`; the
-    metrics are the validation and test accuracies those runs already log.
+    The session groups `RUN/train`, `RUN/validation` and `RUN/test`; its metrics
+    are the values those runs already log: the validation `loss`, the
+    monitored value and its best (`accuracy`/`best_accuracy` for a classifier),
+    and the test value.
+
+    Args:
+      run_path: the run directory.
+      trial_id: the session's name (usually the run's directory name).
+      hparams: `{name: bool | int | float | str}`.
+      monitor: `"accuracy"` or `"loss"`.
     """
     from tensorboard.plugins.hparams import api as hp
 
-    hparams = {
-        "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate,
-        "lr_decay": config.lr_decay,
-        "augment_shift": config.augment_shift,
-        "eval_every": config.eval_every,
-        "require_improvement": config.require_improvement,
-        "validation_size": config.validation_size,
-        "seed": seed,
-    }
-    metrics = [
-        hp.Metric("accuracy", group="validation", display_name="validation accuracy"),
-        hp.Metric("best_accuracy", group="validation", display_name="best validation accuracy"),
-        hp.Metric("loss", group="validation", display_name="validation loss"),
-        hp.Metric("accuracy", group="test", display_name="test accuracy"),
+    metrics = [hp.Metric("loss", group="validation", display_name="validation loss")]
+    if monitor == "accuracy":
+        metrics.append(
+            hp.Metric("accuracy", group="validation", display_name="validation accuracy")
+        )
+    metrics += [
+        hp.Metric(f"best_{monitor}", group="validation", display_name=f"best validation {monitor}"),
+        hp.Metric(monitor, group="test", display_name=f"test {monitor}"),
     ]
-    writer = tf.summary.create_file_writer(run.path)
+    writer = tf.summary.create_file_writer(run_path)
     with writer.as_default(step=0):
         hp.hparams_config(hparams=[hp.HParam(k) for k in hparams], metrics=metrics)
-        hp.hparams(hparams, trial_id=run.name)
+        hp.hparams(hparams, trial_id=trial_id)
     writer.close()

@@ -2,84 +2,45 @@
 
 One callback gives, for *any* Keras model (stock layers included):
 
-- per-layer variable summaries (`<layer>/<variable>/mean|stddev|min|max|histogram`)
-  at a batch cadence or once per epoch, recorded between batches, never inside
-  the compiled train step;
+- every variable's summaries (`<layer>/<variable>/mean|stddev|min|max|histogram`,
+  tags by `tbkit.recorder`'s rule) at a batch cadence or once per epoch,
+  recorded between batches, never inside the compiled train step;
 - the epoch's `loss`/`accuracy`/... in `LOGDIR/train` and the `val_*` values,
   stripped of their prefix, in `LOGDIR/validation`, so each pair shares a chart;
-- a filter grid for every conv layer (multi-channel kernels included);
-- a confusion matrix and example errors on `validation_data` at each epoch end;
-- best checkpoints (`tf.train.CheckpointManager`) in `LOGDIR/checkpoints/best`
-  on each improvement of `monitor`, early stopping whose state is saved with
-  the checkpoints in `LOGDIR/checkpoints/latest`, resume of an interrupted
-  `fit` (like Keras' `BackupAndRestore`), and restore-best at the end.
+- a filter grid for every 4-D kernel;
+- for a classifier with integer labels, a confusion matrix on `validation_data`
+  at improvements, and example errors when its inputs are a single batch of images;
+- the run state of `tbkit.RunState`: best checkpoints on each improvement of
+  `monitor`, early stopping whose state is saved with the latest checkpoints,
+  resume of an interrupted `fit`, damaged checkpoints found and refused as in
+  train_mnist.py, one process per run, restore-best at the end.
 
 Under `tf.distribute`, only the chief writes summaries and keeps checkpoints;
-the other workers write to a temporary directory that is removed.
+another worker keeps its (required) copies in a scratch directory seeded with
+the chief's checkpoints, so a restarted cluster resumes on every worker.
 
 The x axis of every summary is the global training step (`optimizer.iterations`).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tbkit import images as tbi
-from tbkit.checkpoints import BestCheckpoint, EarlyStopping
 from tbkit.distribute import is_chief
-from tbkit.summaries import variable_summaries
+from tbkit.recorder import LayerRecorder, filter_kernels
+from tbkit.recorder import variable_tags as variable_tags
+from tbkit.runstate import RunState
 from tbkit.writers import RunWriters
 
 
-def leaf_layers(model) -> list:
-    """Layers that own variables directly (nested models are walked), in order."""
-    out = []
-    for layer in getattr(model, "layers", []):
-        if getattr(layer, "layers", None):
-            out.extend(leaf_layers(layer))
-        else:
-            out.append(layer)
-    return out
-
-
-def variable_tags(model) -> dict[str, tf.Variable]:
-    """`{"<layer>/<variable>": variable}` for every weight of `model`, collision-free.
-
-    A variable's name inside its layer (`kernel`, `bias`, `gamma`, ...) follows
-    the layer's name; two layers of nested models with the same name get their
-    model's name in front.
-    """
-    tags: dict[str, tf.Variable] = {}
-    seen_names: dict[str, int] = {}
-    for layer in leaf_layers(model):
-        seen_names[layer.name] = seen_names.get(layer.name, 0) + 1
-    for layer in leaf_layers(model):
-        for var in layer.weights:
-            base = var.name.split(":")[0].split("/")[-1]
-            path = getattr(var, "path", "") or f"{layer.name}/{base}"
-            tag = f"{layer.name}/{base}"
-            if seen_names[layer.name] > 1 or tag in tags:
-                tag = path.split(":")[0]
-            while tag in tags:
-                tag += "_"
-            tags[tag] = var
-    return tags
-
-
 def conv_kernels(model) -> dict[str, tf.Variable]:
-    """`{layer name: kernel}` of the 2-D convolutions (4-D kernels) in `model`."""
-    found = {}
-    for layer in leaf_layers(model):
-        kernel = getattr(layer, "kernel", None)
-        if kernel is not None and len(kernel.shape) == 4:
-            found[layer.name] = kernel
-    return found
+    """`{"<layer path>/filters": kernel}` of every 4-D kernel in `model`."""
+    return filter_kernels(variable_tags(model))
 
 
 class TensorBoardRun(keras.callbacks.Callback):
@@ -87,8 +48,9 @@ class TensorBoardRun(keras.callbacks.Callback):
 
     Args:
       logdir: the run directory (`train/`, `validation/`, `checkpoints/` go inside).
-      validation_data: `(x, y)` arrays with integer labels for the confusion
-        matrix and example errors (optional; scalars come from `fit`'s own validation).
+      validation_data: `(x, y)` with integer labels, for the confusion matrix and
+        example errors (optional; scalars come from `fit`'s own validation).
+        Other kinds of data skip those images with one warning.
       summary_freq: `"epoch"` (default) or a number of batches between variable
         summaries and filter images.
       histograms: record histograms (default True).
@@ -99,10 +61,13 @@ class TensorBoardRun(keras.callbacks.Callback):
       patience: stop after this many epochs without improvement (None: never).
       restore_best_weights: restore the best checkpoint when training ends (default True).
       class_names: names for the confusion-matrix axes.
+      log: where one-line notices go (damaged checkpoints, fallbacks); default `print`.
 
-    Resuming: when `LOGDIR/checkpoints/latest` exists, `fit` continues after its
-    epoch with the saved model, optimizer and patience. A run that stopped early
-    is finished, and a later `fit` trains nothing (the best weights are restored).
+    Resuming: when `LOGDIR/checkpoints/latest` holds a checkpoint, `fit`
+    continues after its epoch with the saved model, optimizer and patience. A run
+    that stopped early is finished, and a later `fit` trains nothing (the best
+    weights are restored). Failures (a run in use, damaged or foreign
+    checkpoints, a failed write) raise a `tbkit.TbkitError` with a one-line message.
     """
 
     def __init__(
@@ -118,9 +83,12 @@ class TensorBoardRun(keras.callbacks.Callback):
         patience: int | None = None,
         restore_best_weights: bool = True,
         class_names=None,
+        log=print,
     ):
         super().__init__()
-        if summary_freq != "epoch" and (not isinstance(summary_freq, int) or summary_freq <= 0):
+        if summary_freq != "epoch" and (
+            isinstance(summary_freq, bool) or not isinstance(summary_freq, int) or summary_freq <= 0
+        ):
             raise ValueError(
                 f"summary_freq must be 'epoch' or a positive integer. Received: summary_freq={summary_freq!r}"
             )
@@ -130,58 +98,56 @@ class TensorBoardRun(keras.callbacks.Callback):
             )
         if mode == "auto":
             mode = "min" if "loss" in monitor else "max"
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min', 'max' or 'auto'. Received: mode={mode!r}")
         self.logdir, self.validation_data = logdir, validation_data
         self.summary_freq, self.histograms, self.images = summary_freq, histograms, images
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self.patience, self.restore_best_weights = patience, restore_best_weights
-        self.class_names = class_names
-        self.best: BestCheckpoint | None = None
-        self._scratch = None
+        self.class_names, self.log = class_names, log
+        self.state: RunState | None = None
+        self._warned: set[str] = set()
+
+    @property
+    def best(self):
+        """The run's `BestCheckpoint` (after `on_train_begin`)."""
+        return self.state.best if self.state else None
+
+    @property
+    def stopper(self):
+        return self.state.stopper if self.state else None
 
     # --- set-up -------------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        chief = is_chief(self.model.distribute_strategy)
-        root = self.logdir
-        if not chief:  # every worker must save (collectives); only the chief keeps it
-            self._scratch = root = tempfile.mkdtemp(prefix="tbkit-worker-")
+        strategy = self.model.distribute_strategy
+        chief = is_chief(strategy)
         self.writers = RunWriters(self.logdir, enabled=chief)
-        with self.model.distribute_strategy.scope():
-            self.stopper = EarlyStopping(self.patience or 2**62, self.mode, self.min_delta)
+        self.recorder = LayerRecorder(self.model, histograms=self.histograms, images=self.images,
+                                      activations=False)  # fmt: skip
+        with strategy.scope():
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self.finished = tf.Variable(False, trainable=False)
-        self.best = BestCheckpoint(
-            os.path.join(root, "checkpoints", "best"), self.mode, self.min_delta, model=self.model
-        )
-        objects = dict(
-            model=self.model, epoch=self.epoch, finished=self.finished, early_stopping=self.stopper
-        )
-        if self.model.optimizer is not None and self.model.optimizer.built:
-            objects["optimizer"] = self.model.optimizer
-        self.state = tf.train.Checkpoint(**objects)
-        self.latest = tf.train.CheckpointManager(
-            self.state,
-            os.path.join(root, "checkpoints", "latest"),
-            max_to_keep=2,
-            checkpoint_name="latest",
-        )
-        if self.latest.latest_checkpoint:
-            self.state.restore(self.latest.latest_checkpoint).expect_partial()
+            self.state = RunState(
+                self.logdir,
+                model=self.model,
+                optimizer=self.model.optimizer,
+                mode=self.mode,
+                min_delta=self.min_delta,
+                patience=self.patience,
+                chief=chief,
+                extra={"epoch": self.epoch},
+                names={id(v): tag for tag, v in self.recorder.tags.items()},
+                log=self.log,
+            )
+            self.state.open()
+        if self.state.resumed:
             # As keras.callbacks.BackupAndRestore does: fit continues after the saved epoch.
             self.model._initial_epoch = int(self.epoch.numpy())
-            if bool(self.finished.numpy()):  # nothing left to train: skip every epoch
+            if self.state.is_finished:  # early-stopped: nothing left to train
                 self.model._initial_epoch = max(
                     int(self.epoch.numpy()), self.params.get("epochs", 0)
                 )
-        self._saved_epoch = None  # the epoch the newest latest checkpoint holds
-        self._var_tags = variable_tags(self.model)
-        self._kernels = conv_kernels(self.model)
-        # Compiled, one recording of the bench's CNN costs ~6 ms after ~2 s of
-        # tracing; eagerly (statistics in numpy) ~28 ms with no tracing. So a
-        # batch cadence compiles and epoch-end recordings run eagerly.
-        self._summary_fn = (
-            self._summaries if self.summary_freq == "epoch" else tf.function(self._summaries)
-        )
+        self._saved_epoch = int(self.epoch.numpy()) if self.state.resumed else None
         self._train_scope = self.writers.scope("train")
         self._train_scope.__enter__()
 
@@ -190,17 +156,16 @@ class TensorBoardRun(keras.callbacks.Callback):
             int(self.model.optimizer.iterations.numpy()) if self.model.optimizer is not None else 0
         )
 
-    def _summaries(self, step):
-        return [
-            variable_summaries(v, name=tag, step=step, histogram=self.histograms)
-            for tag, v in self._var_tags.items()
-        ]
-
     def _record_variables(self, step: int) -> None:
-        self._summary_fn(tf.constant(step, tf.int64))
-        if self.images:
-            for name, kernel in self._kernels.items():
-                tbi.filters_summary(f"{name}/filters", kernel.numpy(), step=step)
+        # Compiled, one recording of a small CNN costs ~6 ms after ~2 s of tracing;
+        # eagerly (statistics in numpy) ~28 ms with no tracing. So a batch cadence
+        # compiles and epoch-end recordings run eagerly.
+        self.recorder.record(step, compiled=self.summary_freq != "epoch")
+
+    def _warn_once(self, what: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            warnings.warn(f"TensorBoardRun: {what}", RuntimeWarning, stacklevel=3)
 
     # --- during training ----------------------------------------------------------------
 
@@ -221,45 +186,66 @@ class TensorBoardRun(keras.callbacks.Callback):
         value = logs.get(self.monitor)
         improved = False
         if value is not None:
-            improved = self.stopper.update(float(value), epoch + 1)
-            self.best.update(float(value), epoch + 1)
+            improved = self.state.record(float(value), epoch + 1)
+        else:
+            self._warn_once(f"monitor {self.monitor!r} is not in the epoch's logs; no best is kept")
         with self.writers.scope("validation", step=step):
             for key, v in logs.items():
                 if key.startswith("val_") and np.isscalar(v):
                     tf.summary.scalar(key[4:], float(v))
-            if self.stopper.best is not None:
-                tf.summary.scalar(f"best_{self.monitor.removeprefix('val_')}", self.stopper.best)
+            if self.state.best_value is not None:
+                name = self.monitor.removeprefix("val_")
+                tf.summary.scalar(f"best_{name}", self.state.best_value)
             if self.images and self.validation_data is not None and (improved or value is None):
-                x, y = self.validation_data
-                y = np.asarray(y).reshape(-1)
-                pred = np.argmax(self.model.predict(x, verbose=0, batch_size=1000), axis=-1)
-                classes = int(max(y.max(), pred.max()) + 1)
-                tbi.confusion_matrix_summary(
-                    "confusion_matrix", y, pred, classes, class_names=self.class_names
-                )
-                tbi.example_errors_summary(
-                    "example_errors", x, y, pred, class_names=self.class_names
-                )
+                self._validation_images()
         self.epoch.assign(epoch + 1)
-        if self.patience is not None and self.stopper.should_stop(epoch + 1):
+        stop = self.state.should_stop(epoch + 1)
+        if stop:
             self.model.stop_training = True
-            self.finished.assign(True)  # early-stopped: a later fit trains nothing
-        self.latest.save(checkpoint_number=epoch + 1)
+        self.state.save_latest(epoch + 1, finished=True if stop else None)
         self._saved_epoch = epoch + 1
+
+    def _validation_images(self) -> None:
+        """Confusion matrix and example errors where they make sense, else one warning."""
+        try:
+            x, y = self.validation_data
+        except (TypeError, ValueError):
+            self._warn_once("validation_data is not an (x, y) pair; no validation images")
+            return
+        y = np.asarray(y)
+        if not np.issubdtype(y.dtype, np.integer):
+            self._warn_once("validation labels are not integer classes; no confusion matrix")
+            return
+        out = self.model.predict(x, verbose=0, batch_size=1000)
+        if isinstance(out, list | tuple | dict) or np.ndim(out) != 2 or y.size != len(out):
+            self._warn_once("the model is not a one-output classifier; no validation images")
+            return
+        y, pred = y.reshape(-1), np.argmax(out, axis=-1)
+        classes = max(out.shape[-1], len(self.class_names or ()))
+        tbi.confusion_matrix_summary(
+            "confusion_matrix", y, pred, classes, class_names=self.class_names
+        )
+        xs = np.asarray(x) if not isinstance(x, list | tuple | dict) else None
+        if xs is None or xs.ndim not in (3, 4) or (xs.ndim == 4 and xs.shape[-1] not in (1, 3, 4)):
+            self._warn_once("validation inputs are not one batch of images; no example errors")
+            return
+        tbi.example_errors_summary("example_errors", xs, y, pred, class_names=self.class_names)
 
     # --- the end --------------------------------------------------------------------------
 
     def on_train_end(self, logs=None):
+        if self.state is None:
+            return
         try:
             self._train_scope.__exit__(None, None, None)
             # A fit that ran out of epochs is not finished: a later fit with more
             # epochs continues from the saved epoch, like `initial_epoch`. The
             # last epoch's save already holds that state, unless fit ended early.
-            if self._saved_epoch != int(self.epoch.numpy()):
-                self.latest.save(checkpoint_number=int(self.epoch.numpy()))
-            if self.restore_best_weights and self.best.best_path:
-                tf.train.Checkpoint(model=self.model).restore(self.best.best_path).expect_partial()
+            epoch = int(self.epoch.numpy())
+            if self._saved_epoch != epoch:
+                self.state.save_latest(epoch)
+            if self.restore_best_weights and self.state.best_path:
+                tf.train.Checkpoint(model=self.model).restore(self.state.best_path).expect_partial()
         finally:
             self.writers.close()
-            if self._scratch:
-                shutil.rmtree(self._scratch, ignore_errors=True)
+            self.state.close()

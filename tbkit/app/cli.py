@@ -1,0 +1,99 @@
+"""Command line of `train_mnist.py`: flags -> `tbkit.app.program.train`, nothing else.
+
+Every flag is derived from a `TrainConfig` declaration (help, default, check).
+Expected failures (bad data, unwritable or locked run directory, checkpoint of
+another network, bad flag values) print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (the full usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _argument_type(kind, check):
+    """An argparse `type` converting text to `kind` and accepting what `check` accepts."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {check.text}, got {text!r}") from None
+        if not check.ok(value):
+            raise argparse.ArgumentTypeError(f"must be {check.text}, got {text}")
+        return value
+
+    return parse
+
+
+def _kind(field: dataclasses.Field):
+    annotation = str(field.type)
+    for name, kind in (("int", int), ("float", float)):
+        if annotation.startswith(name):
+            return kind
+    return str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tbkit.app.settings import TrainConfig, fields
+
+    defaults = TrainConfig()
+    p = _Parser(
+        prog="train_mnist.py",
+        description="Train the tutorial's MNIST CNN with full TensorBoard instrumentation, "
+        "early stopping and best checkpoints. View with: tensorboard --logdir LOGDIR",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in fields():
+        meta, default = f.metadata, getattr(defaults, f.name)
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            # A switch that is on by default: the flag turns it off.
+            p.add_argument(flag, dest=f.name, action="store_false", help=meta["help"])
+        elif meta["choices"]:
+            p.add_argument(flag, dest=f.name, choices=meta["choices"], default=default,
+                           help=meta["help"])  # fmt: skip
+        elif meta["check"]:
+            p.add_argument(flag, dest=f.name, type=_argument_type(_kind(f), meta["check"]),
+                           default=default, help=meta["help"])  # fmt: skip
+        else:
+            p.add_argument(flag, dest=f.name, default=default, help=meta["help"])
+    return p
+
+
+def main(argv=None) -> int:
+    """Parses `argv` (default `sys.argv[1:]`), trains, returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+
+    from tbkit.app.program import train
+    from tbkit.app.settings import TrainConfig
+    from tbkit.errors import TbkitError
+    from tbkit.interrupt import Interrupted
+
+    config = TrainConfig(**vars(args))
+    try:
+        train(config, log=lambda line: print(line, flush=True))
+    except Interrupted as e:
+        print(f"train_mnist.py: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except (TbkitError, ValueError) as e:
+        print(f"train_mnist.py: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("train_mnist.py: interrupted", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The MNIST application: the tutorial's program, as a client of `tbkit.Trainer`.
+
+`train(TrainConfig(...))` loads verified MNIST, builds the tutorial's CNN and
+hands both to `tbkit.Trainer`, which validates every `eval_every` iterations,
+keeps the best checkpoint, stops after `require_improvement` iterations
+without a better validation accuracy, and resumes an interrupted run exactly.
+Then the best checkpoint is evaluated on the test set. Everything MNIST (the
+data, the shapes, the class count, the console lines) lives here, not in the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import sys
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tbkit import images as tbi
+from tbkit.app import settings
+from tbkit.app.cnn import MnistCNN
+from tbkit.app.settings import TrainConfig
+from tbkit.datasets import eval_dataset, mnist, train_dataset
+from tbkit.distribute import is_chief, make_strategy
+from tbkit.errors import TbkitError
+from tbkit.rundir import RunDir, default_run_name
+from tbkit.trainer import Trainer, Validation
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: str
+    iterations: int
+    best_step: int
+    best_accuracy: float
+    test_accuracy: float
+    test_correct: int
+    test_total: int
+    early_stopped: bool
+    confusion_matrix: np.ndarray
+    timings: dict
+
+
+def _versions() -> dict:
+    import tensorboard
+
+    import tbkit
+
+    return {
+        "tensorflow": tf.__version__,
+        "tensorboard": tensorboard.__version__,
+        "keras": keras.__version__,
+        "tbkit": tbkit.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def _set_determinism(on: bool) -> None:
+    if on:
+        tf.config.experimental.enable_op_determinism()
+    else:  # a process may train several runs (tests): switch it back off
+        from tensorflow.python.framework import config as tf_config
+
+        if tf_config.is_op_determinism_enabled():
+            tf_config.disable_op_determinism()
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Runs (or resumes, or re-evaluates) one training run; see the module docstring.
+
+    Raises:
+      ValueError: a setting is invalid.
+      TbkitError: bad data, an unwritable or locked run directory, a checkpoint
+        of another architecture. Nothing already in the run directory is lost.
+    """
+    config.validate()
+    started = time.perf_counter()
+    # The strategy before any other TF work (multi-worker collectives need that);
+    # then the data: a bad data set must not leave anything in the run directory.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    if not chief:
+        log = lambda _: None  # noqa: E731 (the chief speaks for the cluster)
+    data = mnist.load(config.data_dir, config.validation_size, log=log)
+    if config.batch_size > len(data.train_images):
+        raise ValueError(
+            f"batch_size must not exceed the {len(data.train_images)} training images. Received: batch_size={config.batch_size}"
+        )
+
+    run = RunDir(config.logdir, config.run_name or default_run_name())
+    stored = run.read_config() if run.exists() else None
+    if stored:
+        conflict = settings.resume_conflict(config, stored["flags"])
+        if conflict:
+            raise TbkitError(
+                f"run {run.path} was started with {conflict}={stored['flags'].get(conflict)}; resuming "
+                f"with {getattr(config, conflict)} would not continue it (use another --run-name)"
+            )
+        config = dataclasses.replace(config, seed=stored["seed"])
+    seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    keras.utils.set_random_seed(seed)
+    _set_determinism(config.deterministic)
+
+    with strategy.scope():
+        model = MnistCNN(logging=config.histograms)
+        model(tf.zeros((1, 28, 28, 1)))
+        # The rate decays smoothly by `lr_decay` every 1000 iterations; the schedule
+        # reads the optimizer's own step counter, which the checkpoints restore.
+        rate = config.learning_rate
+        if config.lr_decay < 1:
+            rate = keras.optimizers.schedules.ExponentialDecay(rate, 1000, config.lr_decay)
+        optimizer = keras.optimizers.Adam(rate)
+
+    def tutorial_line(v: Validation) -> None:
+        trainer.say(
+            f"Iter: {v.step:>6}, Train-Batch Accuracy: {v.batch_accuracy:>6.1%}, "
+            f"Validation Acc: {v.accuracy:>6.1%}{' *' if v.improved else ''}"
+        )
+
+    trainer = Trainer(
+        model,
+        optimizer,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run.path,
+        monitor="accuracy",
+        eval_every=config.eval_every,
+        patience=config.require_improvement,
+        summary_every=config.summary_every,
+        checkpoint_every=config.checkpoint_every,
+        image_every=config.image_every,
+        histograms=config.histograms,
+        images=config.images,
+        strategy=strategy,
+        hparams=settings.hparams(config, seed),
+        config={
+            "flags": dataclasses.asdict(config),
+            "seed": seed,
+            "versions": _versions(),
+            "data": {
+                "source": data.source,
+                "sha256": dict(data.sha256),
+                "train": len(data.train_images),
+                "validation": len(data.validation_images),
+                "test": len(data.test_images),
+            },
+            "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        },
+        on_validation=tutorial_line,
+        log=log,
+    )
+
+    def train_data(start_step: int) -> tf.data.Dataset:
+        return train_dataset(
+            data.train_images, data.train_labels, config.batch_size, seed,
+            start_step=start_step, max_shift=config.augment_shift,
+        )  # fmt: skip
+
+    startup = time.perf_counter() - started
+    fit = trainer.fit(
+        train_data,
+        eval_dataset(data.validation_images, data.validation_labels),
+        steps=config.num_iterations,
+    )
+    if fit.early_stopped and fit.timings["train_steps"] > 0:
+        log("No improvement found in a while, stopping optimization.")
+    test = trainer.evaluate(eval_dataset(data.test_images, data.test_labels))
+
+    elapsed = time.perf_counter() - started
+    timings = dict(trainer.timings, startup=startup)
+    log(f"Time usage: {datetime.timedelta(seconds=round(elapsed))}")
+    parts = ("startup", "train_steps", "summaries", "validation", "checkpoints", "test")
+    other = max(0.0, elapsed - sum(timings[k] for k in parts))
+    log(
+        "Time split: "
+        + ", ".join(f"{k.replace('_', ' ')} {timings[k] / elapsed:.0%}" for k in parts)
+        + f", other {other / elapsed:.0%}"
+    )
+    log(f"Accuracy on Test-Set: {test.accuracy:.1%} ({test.correct} / {test.total})")
+    log("Confusion Matrix:")
+    log(tbi.confusion_matrix_text(test.confusion_matrix))
+    timings["total"] = elapsed
+    return TrainResult(
+        run_dir=run.path,
+        iterations=fit.steps,
+        best_step=test.step,
+        best_accuracy=float(fit.best_value or 0.0),
+        test_accuracy=test.accuracy,
+        test_correct=test.correct,
+        test_total=test.total,
+        early_stopped=fit.early_stopped,
+        confusion_matrix=test.confusion_matrix,
+        timings=timings,
+    )

@@ -1,0 +1,260 @@
+"""The layer recorder: what is summarised for a model, and under which tag.
+
+One walk over the model (nested models, sub-layers, shared layers), one tag
+rule, used by `tbkit.Trainer`, `tbkit.keras.TensorBoardRun`,
+`tbkit.LayerSummaries` and `tbkit.Model.summarize`:
+
+- a variable of a layer with no sub-layers is `<layer>/<variable>`, with the
+  variable's own name (`kernel`, `bias`, `gamma`, ...; `weights`/`biases` for
+  tbkit layers);
+- a variable of a sub-layer carries the sub-layer's path inside its layer
+  (`mha/query/kernel`, `lstm/lstm_cell/recurrent_kernel`), never a shortened one;
+- layers of nested models are named as if they were the outer model's own,
+  unless two of them share a name: then each gets its model's name in front
+  (`encoder/dense/kernel`, `decoder/dense/kernel`);
+- every 4-D trainable kernel (2-D convolutions) is also drawn as a filter grid,
+  `<layer path>/filters`.
+
+Recording happens when the caller asks (at its cadence), in a separate
+compiled function or eagerly, never inside the train step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tbkit import images as tbi
+from tbkit.summaries import histogram, variable_summaries
+
+
+@dataclasses.dataclass(frozen=True)
+class _Owned:
+    model_path: tuple[str, ...]  # names of the nested models around the layer
+    layer_path: tuple[str, ...]  # the layer, then its sub-layers down to the owner
+    variable: tf.Variable
+    top_layer: object  # the top-level layer of the (innermost) model the variable belongs to
+
+
+def _own_variables(layer) -> list:
+    own = list(getattr(layer, "_trainable_variables", [])) + list(
+        getattr(layer, "_non_trainable_variables", [])
+    )
+    return [v for v in own if _is_float(v)]
+
+
+def _is_float(v) -> bool:
+    return tf.as_dtype(getattr(v, "dtype", "float32")).is_floating
+
+
+def _children(layer) -> list:
+    found = getattr(layer, "_layers", None)
+    if found is None:
+        found = getattr(layer, "layers", [])
+    return list(found)
+
+
+def _walk(model) -> list[_Owned]:
+    found: list[_Owned] = []
+    seen: set[int] = set()
+
+    def sub_layers(layer, model_path, layer_path, top):
+        for v in _own_variables(layer):
+            if id(v) not in seen:
+                seen.add(id(v))
+                found.append(_Owned(model_path, layer_path, v, top))
+        for child in _children(layer):
+            sub_layers(child, model_path, layer_path + (child.name,), top)
+
+    def in_model(m, model_path):
+        for v in _own_variables(m):  # a subclassed model's own add_weight variables
+            if id(v) not in seen:
+                seen.add(id(v))
+                found.append(_Owned(model_path, (m.name,), v, m))
+        for child in _children(m):
+            if isinstance(child, keras.Model):
+                in_model(child, model_path + (child.name,))
+            else:
+                sub_layers(child, model_path, (child.name,), child)
+
+    in_model(model, ())
+    return found
+
+
+def _variable_name(v) -> str:
+    name = getattr(v, "name", "") or "variable"
+    return name.split(":")[0].split("/")[-1]
+
+
+def variable_tags(model) -> dict[str, tf.Variable]:
+    """`{tag: variable}` for every floating-point variable of `model`, by the tag rule.
+
+    Args:
+      model: any built Keras model or layer (Sequential, functional, subclassed,
+        nested), tbkit layers included.
+
+    Returns:
+      An ordered dict, in the order the layers are tracked (usually build order).
+    """
+    owned = _walk(model)
+    # Same-named layers in different nested models get their model path in front.
+    models_of: dict[str, set] = {}
+    for o in owned:
+        models_of.setdefault(o.layer_path[0], set()).add(o.model_path)
+    tags: dict[str, tf.Variable] = {}
+    for o in owned:
+        parts = o.layer_path
+        if len(models_of[parts[0]]) > 1:
+            parts = o.model_path + parts
+        tag = "/".join(parts + (_variable_name(o.variable),))
+        base, n = tag, 1
+        while tag in tags:  # two variables of one layer with one name (rare): number them
+            n += 1
+            tag = f"{base}_{n}"
+        tags[tag] = o.variable
+    return tags
+
+
+def filter_kernels(tags: dict[str, tf.Variable]) -> dict[str, tf.Variable]:
+    """`{"<layer path>/filters": kernel}` for every trainable 4-D variable among `tags`."""
+    out = {}
+    for tag, v in tags.items():
+        if len(v.shape) == 4 and getattr(v, "trainable", True):
+            out[tag.rsplit("/", 1)[0] + "/filters"] = v
+    return out
+
+
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _activation_probe(model, owner_names: dict[int, str]):
+    """A function `x -> {owner tag: output}` for the top-level layers that own variables.
+
+    tbkit `Model`s use their own `forward`; functional and Sequential models
+    get a Keras probe model over the same layers; subclassed models have no
+    graph of layers to probe and record no activations.
+    """
+    from tbkit.model import Model
+
+    if isinstance(model, Model):
+
+        def forward(x):
+            _, acts = model.forward(x, training=False)
+            return {owner_names[id(model_layer)]: a for model_layer, a in _by_layer(model, acts)}
+
+        return forward
+    inputs = getattr(model, "inputs", None)
+    layers = [
+        la
+        for la in getattr(model, "layers", [])
+        if id(la) in owner_names and not isinstance(la, keras.Model)
+    ]
+    if not inputs or not layers:
+        return None
+    try:
+        outputs = [la.output for la in layers]
+    except (AttributeError, ValueError):
+        return None
+    if any(not isinstance(o, keras.KerasTensor) for o in outputs):
+        return None
+    probe = _PROBES.get(model)
+    if probe is None:
+        probe = keras.Model(inputs, outputs)
+        _PROBES[model] = probe  # kept outside the model so Keras does not track it
+    names = [owner_names[id(la)] for la in layers]
+
+    def run(x):
+        return dict(zip(names, probe(x, training=False), strict=True))
+
+    return run
+
+
+def _by_layer(model, acts: dict):
+    for layer in model.layers:
+        if layer.name in acts:
+            yield layer, acts[layer.name]
+
+
+class LayerRecorder:
+    """Records the summaries of every variable of a model (and its filter grids).
+
+    Args:
+      model: any built Keras model.
+      histograms: write histograms (variables and activations) as well as scalars.
+      images: write a filter grid for every 4-D kernel.
+      activations: write `<layer>/activations` histograms when `record` gets a batch.
+
+    Example:
+
+      recorder = tbkit.LayerRecorder(model)
+      with writer.as_default():
+          recorder.record(step, x_batch)   # at your cadence, outside the train step
+    """
+
+    def __init__(
+        self, model, *, histograms: bool = True, images: bool = True, activations: bool = True
+    ):
+        self.model = model
+        self.histograms, self.images, self.activations = histograms, images, activations
+        self.tags = variable_tags(model)
+        if not self.tags:
+            raise ValueError(
+                f"{getattr(model, 'name', model)!r} has no variables to summarise (build it first)"
+            )
+        self.kernels = filter_kernels(self.tags) if images else {}
+        # The activation of a top-level layer is tagged like its variables' layer.
+        owners: dict[int, str] = {}
+        for o in _walk(model):
+            if o.model_path == () and id(o.top_layer) not in owners and o.top_layer is not model:
+                owners[id(o.top_layer)] = o.layer_path[0]
+        self._probe = _activation_probe(model, owners) if activations and histograms else None
+        self._compiled = None
+
+    def _summaries(self, step, x=None):
+        results = [
+            variable_summaries(v, name=tag, step=step, histogram=self.histograms)
+            for tag, v in self.tags.items()
+        ]
+        if x is not None and self._probe is not None:
+            outer = tf.get_current_name_scope()
+            for owner, act in self._probe(x).items():
+                # An absolute scope: in a graph the forward pass already used this
+                # name, and a relative scope would be renamed `<name>_1`.
+                with tf.name_scope(f"{outer}/{owner}/" if outer else f"{owner}/"):
+                    results.append(histogram("activations", act, step=step))
+        return tf.reduce_all(tf.stack(results))
+
+    def record(self, step=None, inputs=None, compiled: bool = True):
+        """Writes every summary to the default writer.
+
+        Args:
+          step: defaults to `tf.summary.experimental.get_step()`.
+          inputs: a batch for the activation histograms (optional).
+          compiled: run the statistics in one traced `tf.function` (fast when
+            called many times) or eagerly in numpy (no tracing: for a few calls).
+
+        Returns:
+          True if the summaries were recorded.
+        """
+        if step is None:
+            step = tf.summary.experimental.get_step()
+        if step is None:
+            raise ValueError("record needs a step (or tf.summary.experimental.set_step)")
+        if not bool(tf.summary.should_record_summaries()):
+            return False
+        step = tf.convert_to_tensor(step, tf.int64)
+        if compiled:
+            if self._compiled is None:
+                self._compiled = tf.function(
+                    self._summaries, reduce_retracing=True, autograph=False
+                )
+            ok = self._compiled(step, inputs) if inputs is not None else self._compiled(step)
+        else:
+            ok = self._summaries(step, inputs)
+        for tag, kernel in self.kernels.items():
+            tbi.filters_summary(tag, np.asarray(kernel.numpy()), step=step)
+        return bool(ok)

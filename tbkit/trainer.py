@@ -1,0 +1,527 @@
+"""`tbkit.Trainer`: a custom training loop for any Keras model, fully instrumented.
+
+The loop of the classic tutorial, for your model and your `tf.data` pipeline:
+validate every `eval_every` steps, keep the best checkpoint, stop after
+`patience` steps without improvement, resume an interrupted run exactly,
+record every layer's summaries at a cadence off the hot path, and evaluate the
+restored best at the end. Its run directory keeps every promise of
+`tbkit.RunState`; under a `tf.distribute` strategy only the chief writes.
+
+Example:
+
+  trainer = tbkit.Trainer(model, keras.optimizers.Adam(1e-3),
+                          keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          "logs/run1", eval_every=200, patience=2000)
+  result = trainer.fit(train_ds, val_ds, steps=20_000)
+  print(result.best_value, result.best_step, result.best_checkpoint)
+  print(trainer.evaluate(test_ds).accuracy)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from tbkit import images as tbi
+from tbkit.distribute import (
+    distribute,
+    first_replica,
+    is_chief,
+    make_evaluator,
+    make_train_step,
+)
+from tbkit.errors import TrainingError
+from tbkit.graph import write_graph
+from tbkit.hparams import write_hparams
+from tbkit.interrupt import Interrupted, InterruptFlag
+from tbkit.recorder import LayerRecorder
+from tbkit.runstate import RunState
+from tbkit.writers import RunWriters
+
+_MONITORS = ("auto", "accuracy", "loss")
+
+
+@dataclasses.dataclass
+class Validation:
+    """One validation, as passed to `on_validation` (e.g. to print a console line)."""
+
+    step: int
+    train_loss: float  # mean over the batches since the previous validation
+    train_accuracy: float | None
+    batch_accuracy: float | None  # of the last training batch
+    loss: float
+    accuracy: float | None
+    value: float  # the monitored value
+    improved: bool
+    best_value: float | None
+    best_step: int | None
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `Trainer.fit` did."""
+
+    steps: int  # the step the run is at (resumed runs count from the start)
+    best_value: float | None
+    best_step: int | None
+    best_checkpoint: str | None
+    monitor: str
+    early_stopped: bool
+    resumed_from: int | None
+    timings: dict
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """`Trainer.evaluate` on the restored best checkpoint."""
+
+    step: int  # the best checkpoint's step
+    loss: float
+    accuracy: float | None
+    correct: int | None
+    total: int
+    labels: np.ndarray | None
+    predictions: np.ndarray | None
+    confusion_matrix: np.ndarray | None
+
+
+def _positive(name: str, value, allow_none: bool = False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+
+
+class Trainer:
+    """Trains a Keras model in a compiled custom loop with tbkit's run semantics.
+
+    Args:
+      model: a built Keras model (any kind: Sequential, functional, subclassed).
+      optimizer: a Keras optimizer (learning-rate schedules included).
+      loss: a Keras loss or a callable `(y_true, y_pred) -> per-example losses`.
+      run_dir: the run directory (`train/`, `validation/`, `test/`, `checkpoints/`).
+      monitor: `"accuracy"` (validation accuracy, for integer labels),
+        `"loss"` (validation loss) or `"auto"` (default): accuracy for a
+        classifier with integer labels, else loss.
+      eval_every: validate every N steps (default 100).
+      patience: stop after N steps without a better monitored value (default
+        1000; None never stops early).
+      min_delta: the margin an improvement must exceed (default 0).
+      summary_every: record the layer summaries every N steps (default 100).
+      checkpoint_every: write a latest checkpoint every N steps (default 500).
+      image_every: validation images at improvements at most every N steps
+        (default 500; the final best is always pictured).
+      histograms, images: write histograms / image summaries (default True).
+      class_names: names of the classes for the confusion matrix.
+      strategy: the `tf.distribute` strategy the model was built under (default: the current one).
+      hparams: a dict of hyperparameters for TensorBoard's HParams tab (optional).
+      config: a JSON-able dict written to `config.json` when the run starts (optional).
+      on_validation: called with a `Validation` after each validation (e.g. to print).
+      log: where one-line notices go (resume, damaged checkpoints); default `print`.
+      progress: show a tqdm progress bar when the output is a terminal (default True).
+    """
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        loss,
+        run_dir: str,
+        *,
+        monitor: str = "auto",
+        eval_every: int = 100,
+        patience: int | None = 1000,
+        min_delta: float = 0.0,
+        summary_every: int = 100,
+        checkpoint_every: int = 500,
+        image_every: int = 500,
+        histograms: bool = True,
+        images: bool = True,
+        class_names=None,
+        strategy: tf.distribute.Strategy | None = None,
+        hparams: dict | None = None,
+        config: dict | None = None,
+        on_validation: Callable[[Validation], None] | None = None,
+        log: Callable[[str], None] = print,
+        progress: bool = True,
+    ):
+        for name in ("eval_every", "summary_every", "checkpoint_every", "image_every"):
+            _positive(name, locals()[name])
+        _positive("patience", patience, allow_none=True)
+        if monitor not in _MONITORS:
+            raise ValueError(
+                f"monitor must be one of {', '.join(_MONITORS)}. Received: monitor={monitor!r}"
+            )
+        if not getattr(model, "built", False):
+            raise ValueError(
+                f"build the model first (call it on a batch): {model.name} is not built"
+            )
+        self.model, self.optimizer, self.loss = model, optimizer, loss
+        self.run_dir, self.monitor, self.min_delta = os.fspath(run_dir), monitor, min_delta
+        self.eval_every, self.patience = eval_every, patience
+        self.summary_every, self.checkpoint_every = summary_every, checkpoint_every
+        self.image_every, self.histograms, self.images = image_every, histograms, images
+        self.class_names = list(class_names) if class_names is not None else None
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.hparams, self.config = hparams, config
+        self.on_validation, self.progress = on_validation, progress
+        self._log = log
+        self.chief = is_chief(self.strategy)
+        self.recorder = LayerRecorder(model, histograms=histograms, images=images)
+        self.timings = dict.fromkeys(
+            ("train_steps", "summaries", "validation", "checkpoints", "test"), 0.0
+        )
+        self._state: RunState | None = None
+        self._classifier: bool | None = None
+        self._say = log
+
+    # --- the run state ------------------------------------------------------------------
+
+    def _run_state(self, mode: str) -> RunState:
+        if self._state is None:
+            with self.strategy.scope():
+                names = {id(v): tag for tag, v in self.recorder.tags.items()}
+                self._window = tf.Variable(tf.zeros(4), trainable=False, name="train_window")
+                self._state = RunState(
+                    self.run_dir,
+                    model=self.model,
+                    optimizer=self.optimizer,
+                    mode=mode,
+                    min_delta=self.min_delta,
+                    patience=self.patience,
+                    chief=self.chief,
+                    extra={"train_window": self._window},
+                    names=names,
+                    log=self._log,
+                )
+        return self._state
+
+    @property
+    def state(self) -> RunState | None:
+        """The `RunState` of the last `fit`/`evaluate` (None before either)."""
+        return self._state
+
+    def _resolve_monitor(self, spec) -> str:
+        labels = spec[1] if isinstance(spec, tuple) and len(spec) == 2 else None
+        classifier = isinstance(labels, tf.TensorSpec) and labels.dtype.is_integer
+        if self._classifier is None:
+            self._classifier = classifier
+        if self.monitor == "accuracy" and not classifier:
+            raise ValueError(
+                "monitor='accuracy' needs integer class labels; use monitor='loss' for this data"
+            )
+        return self.monitor if self.monitor != "auto" else ("accuracy" if classifier else "loss")
+
+    # --- training -----------------------------------------------------------------------
+
+    def fit(self, train_data, validation_data=None, *, steps: int) -> FitResult:
+        """Trains up to `steps` steps (resuming where the run directory stands).
+
+        Args:
+          train_data: a `tf.data.Dataset` of `(x, y)` batches (repeated as
+            needed; a resumed run skips the batches already trained on), or a
+            function `start_step -> dataset` that starts there directly.
+          validation_data: a finite `tf.data.Dataset` of `(x, y)` batches. Without
+            it the monitored value is the training loss over each `eval_every` window.
+          steps: the step to train up to (counted from the run's start).
+
+        Returns:
+          A `FitResult`.
+
+        Raises:
+          TbkitError (and subclasses): run directory, checkpoints, a diverged loss.
+          Interrupted: SIGINT/SIGTERM, after saving a checkpoint.
+        """
+        _positive("steps", steps)
+        spec_source = train_data(0) if callable(train_data) else train_data
+        monitor = self._resolve_monitor(spec_source.element_spec)
+        if validation_data is None and monitor == "accuracy":
+            monitor = "loss"
+        mode = "max" if monitor == "accuracy" else "min"
+        state = self._run_state(mode)
+        with state:
+            start = int(state.step.numpy())
+            if state.resumed and not state.is_finished:
+                self._log(f"Resuming from step {start}")
+            first_start = not state.resumed
+            if first_start and self.chief:
+                if self.config is not None:
+                    state.write_config(self.config)
+                if self.hparams is not None:
+                    write_hparams(state.path, os.path.basename(state.path), self.hparams, monitor)
+            early = state.is_finished and state.should_stop(start)
+            if early or start >= steps:
+                self._log(f"Run {os.path.basename(state.path)} already finished at step {start}")
+                return self._result(state, start, monitor, early, None)
+            writers = RunWriters(state.path, enabled=self.chief)
+            try:
+                with writers.scope("train"):
+                    step, early = self._loop(
+                        state,
+                        writers,
+                        train_data,
+                        spec_source,
+                        validation_data,
+                        start,
+                        steps,
+                        monitor,
+                    )
+                t = time.perf_counter()
+                state.save_latest(step, finished=True)
+                self.timings["checkpoints"] += time.perf_counter() - t
+            finally:
+                writers.close()
+            return self._result(state, step, monitor, early, start if state.resumed else None)
+
+    def _result(self, state, step, monitor, early, resumed_from) -> FitResult:
+        return FitResult(
+            steps=step,
+            best_value=state.best_value,
+            best_step=state.best_step,
+            best_checkpoint=state.best_path,
+            monitor=monitor,
+            early_stopped=bool(early),
+            resumed_from=resumed_from,
+            timings=dict(self.timings),
+        )
+
+    def _loop(
+        self, state, writers, train_data, spec_source, validation_data, start, steps, monitor
+    ):
+        if callable(train_data):
+            ds = train_data(start)
+        else:
+            ds = train_data.repeat().skip(start) if start else train_data.repeat()
+        ds = distribute(self.strategy, ds)
+        window = self._window
+        train_step = make_train_step(
+            self.strategy, self.model, self.optimizer, self.loss, window, self._classifier
+        )
+        validate = (
+            make_evaluator(self.strategy, self.model, validation_data, self.loss, self._classifier)
+            if validation_data is not None
+            else None
+        )
+        if start == 0:
+            write_graph(train_step, *spec_source.element_spec)
+        interactive = self.progress and sys.stdout.isatty()
+        bar = tqdm(total=steps, initial=start, disable=not interactive, unit="step",
+                   dynamic_ncols=True, leave=False)  # fmt: skip
+        self._say = bar.write if interactive else self._log
+        pending, last_image, stopped, step = None, -(10**12), False, start
+        use_signals = threading.current_thread() is threading.main_thread()
+        flag = InterruptFlag() if use_signals else None
+        try:
+            if flag:
+                flag.__enter__()
+            it = iter(ds)
+            for step in range(start + 1, steps + 1):
+                t = time.perf_counter()
+                x, y = next(it)
+                _, batch_acc = train_step(x, y)
+                self.timings["train_steps"] += time.perf_counter() - t
+                if step % self.summary_every == 0:
+                    t = time.perf_counter()
+                    self.recorder.record(step, first_replica(self.strategy, x))
+                    self.timings["summaries"] += time.perf_counter() - t
+                if step % self.eval_every == 0:
+                    t = time.perf_counter()
+                    improved, preds = self._validate(
+                        state, writers, validate, step, monitor, batch_acc
+                    )
+                    if improved and self.images and preds is not None:
+                        # Rendering costs ~0.3 s: at most every image_every steps, and
+                        # the final best always (below), so the kept model is pictured.
+                        pending = (step, *preds)
+                        if step - last_image >= self.image_every:
+                            self._validation_images(writers, validation_data, *pending)
+                            last_image, pending = step, None
+                    self.timings["validation"] += time.perf_counter() - t
+                    if state.should_stop(step):
+                        stopped = True
+                bar.update(1)
+                if stopped:
+                    break
+                signum = flag.signum if flag else None
+                if step % self.checkpoint_every == 0 or signum is not None:
+                    t = time.perf_counter()
+                    saved = state.save_latest(step)
+                    self.timings["checkpoints"] += time.perf_counter() - t
+                if signum is not None:
+                    bar.close()
+                    writers.flush()
+                    name = signal.Signals(signum).name
+                    raise Interrupted(
+                        f"{name} received: stopped at step {step}, saved {saved}; run the same command again to resume",
+                        128 + signum,
+                    )
+        finally:
+            if flag:
+                flag.__exit__(None, None, None)
+            bar.close()
+            self._say = self._log
+        if pending is not None:
+            self._validation_images(writers, validation_data, *pending)
+        return step, stopped
+
+    def _validate(self, state, writers, validate, step, monitor, batch_acc):
+        loss_sum, correct, count, batches = (float(v) for v in self._window.numpy())
+        if not math.isfinite(loss_sum):
+            # Checked at validation cadence (no per-step host sync); the latest
+            # checkpoint is not overwritten with diverged weights.
+            kept = f"step {state.best_step}" if state.best_path else "none yet"
+            raise TrainingError(
+                f"the training loss became {loss_sum} between steps {step - self.eval_every + 1} and "
+                f"{step}; stopping (lower the learning rate?). Best checkpoint kept: {kept}"
+            )
+        self._window.assign(tf.zeros(4))
+        train_loss = loss_sum / max(batches, 1)
+        train_acc = correct / count if self._classifier and count else None
+        tf.summary.scalar("loss", train_loss, step=step)
+        if train_acc is not None:
+            tf.summary.scalar("accuracy", train_acc, step=step)
+        preds = None
+        if validate is not None:
+            val_loss, labels, pred = validate()
+            val_acc = float(np.mean(pred == labels)) if labels is not None else None
+            preds = (labels, pred) if labels is not None else None
+        else:
+            val_loss, val_acc = train_loss, None
+        value = val_acc if monitor == "accuracy" else val_loss
+        t = time.perf_counter()
+        improved = state.record(value, step)
+        ckpt = time.perf_counter() - t
+        self.timings["checkpoints"] += ckpt
+        self.timings["validation"] -= ckpt
+        if validate is not None:
+            with writers.scope("validation", step=step):
+                tf.summary.scalar("loss", val_loss)
+                if val_acc is not None:
+                    tf.summary.scalar("accuracy", val_acc)
+                tf.summary.scalar(f"best_{monitor}", state.best_value)
+        if self.on_validation is not None:
+            self.on_validation(
+                Validation(
+                    step=step,
+                    train_loss=train_loss,
+                    train_accuracy=train_acc,
+                    batch_accuracy=float(batch_acc) if self._classifier else None,
+                    loss=val_loss,
+                    accuracy=val_acc,
+                    value=value,
+                    improved=improved,
+                    best_value=state.best_value,
+                    best_step=state.best_step,
+                )
+            )
+        return improved, preds
+
+    def say(self, line: str) -> None:
+        """Prints `line` through the progress bar while one is shown (else through `log`)."""
+        self._say(line)
+
+    def _num_classes(self, labels, pred) -> int:
+        if self.class_names:
+            return len(self.class_names)
+        outputs = getattr(self.model, "outputs", None)
+        try:
+            width = int(tf.nest.flatten(outputs)[0].shape[-1]) if outputs else 0
+        except (TypeError, IndexError):
+            width = 0
+        return max(width, int(max(labels.max(), pred.max())) + 1)
+
+    def _validation_images(self, writers, validation_data, step, labels, pred) -> None:
+        with writers.scope("validation", step=step):
+            tbi.confusion_matrix_summary(
+                "confusion_matrix", labels, pred, self._num_classes(labels, pred),
+                class_names=self.class_names,
+            )  # fmt: skip
+            examples = _error_examples(validation_data, labels, pred)
+            if examples is not None:
+                tbi.example_errors_summary(
+                    "example_errors", *examples, class_names=self.class_names
+                )
+
+    # --- evaluation ---------------------------------------------------------------------
+
+    def evaluate(self, test_data) -> Evaluation:
+        """Restores the best checkpoint and evaluates it on `test_data`.
+
+        Writes `accuracy`, `loss` and `confusion_matrix` to the `test` run at the
+        best step (once per run).
+
+        Args:
+          test_data: a finite `tf.data.Dataset` of `(x, y)` batches.
+
+        Raises:
+          CheckpointError: the run has no best checkpoint.
+        """
+        monitor = self._resolve_monitor(test_data.element_spec)
+        state = self._run_state("max" if monitor == "accuracy" else "min")
+        t = time.perf_counter()
+        with state:
+            state.restore_best()
+            evaluate = make_evaluator(
+                self.strategy, self.model, test_data, self.loss, self._classifier
+            )
+            loss, labels, pred = evaluate()
+            step = state.best_step
+            total = len(labels) if labels is not None else 0
+            correct = int(np.sum(pred == labels)) if labels is not None else None
+            acc = correct / total if labels is not None else None
+            cm = (
+                tbi.confusion_matrix(labels, pred, self._num_classes(labels, pred))
+                if labels is not None
+                else None
+            )
+            test_dir = os.path.join(state.path, "test")
+            if self.chief and not tf.io.gfile.glob(os.path.join(test_dir, "events.*")):
+                writers = RunWriters(state.path)
+                try:
+                    with writers.scope("test", step=step):
+                        tf.summary.scalar("loss", loss)
+                        if acc is not None:
+                            tf.summary.scalar("accuracy", acc)
+                            if self.images:
+                                tbi.confusion_matrix_summary(
+                                    "confusion_matrix", labels, pred, len(cm),
+                                    class_names=self.class_names,
+                                )  # fmt: skip
+                finally:
+                    writers.close()
+        self.timings["test"] += time.perf_counter() - t
+        return Evaluation(step, loss, acc, correct, total, labels, pred, cm)
+
+
+def _error_examples(validation_data, labels, pred):
+    """`(images, labels, predictions)` of the first misclassified examples, or None
+    when the validation inputs are not a single batch of images."""
+    x_spec = validation_data.element_spec[0]
+    if not isinstance(x_spec, tf.TensorSpec) or x_spec.shape.rank not in (3, 4):
+        return None
+    if x_spec.shape.rank == 4 and x_spec.shape[-1] not in (1, 3, 4):
+        return None
+    wrong = np.flatnonzero(labels != pred)[:9]
+    if not len(wrong):
+        return np.zeros((0, 1, 1)), labels[:0], pred[:0]
+    wanted, found, offset = set(wrong.tolist()), {}, 0
+    for x, _ in validation_data:
+        n = int(x.shape[0])
+        for i in range(offset, offset + n):
+            if i in wanted:
+                found[i] = x[i - offset].numpy()
+        offset += n
+        if len(found) == len(wanted):
+            break
+    images = np.stack([found[i] for i in wrong])
+    return images, labels[wrong], pred[wrong]
