@@ -157,6 +157,15 @@ def confusion_matrix_image(
     return figure_to_image(fig)
 
 
+def looks_like_images(shape) -> bool:
+    """Whether a batch of this shape is pictures: `(N, H, W)` or `(N, H, W, 1|3|4)`,
+    H and W at least 8 (so short sequences of features are not taken for images)."""
+    dims = list(shape)
+    if len(dims) == 4 and dims[-1] in (1, 3, 4):
+        dims = dims[:3]
+    return len(dims) == 3 and all(d is None or d >= 8 for d in dims[1:])
+
+
 def example_errors_image(
     images, labels, predictions, class_names: Sequence[str] | None = None, count: int = 9
 ) -> np.ndarray:

@@ -226,7 +226,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             "confusion_matrix", y, pred, classes, class_names=self.class_names
         )
         xs = np.asarray(x) if not isinstance(x, list | tuple | dict) else None
-        if xs is None or xs.ndim not in (3, 4) or (xs.ndim == 4 and xs.shape[-1] not in (1, 3, 4)):
+        if xs is None or not tbi.looks_like_images(xs.shape):
             self._warn_once("validation inputs are not one batch of images; no example errors")
             return
         tbi.example_errors_summary("example_errors", xs, y, pred, class_names=self.class_names)

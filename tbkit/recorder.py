@@ -168,7 +168,9 @@ def _activation_probe(model, owner_names: dict[int, str]):
     names = [owner_names[id(la)] for la in layers]
 
     def run(x):
-        return dict(zip(names, probe(x, training=False), strict=True))
+        out = probe(x, training=False)
+        out = list(out) if isinstance(out, list | tuple) else [out]  # one output: no list
+        return dict(zip(names, out, strict=True))
 
     return run
 

@@ -249,7 +249,7 @@ class Trainer:
             monitor = "loss"
         mode = "max" if monitor == "accuracy" else "min"
         state = self._run_state(mode)
-        with state:
+        with self.strategy.scope(), state:
             start = int(state.step.numpy())
             if state.resumed and not state.is_finished:
                 self._log(f"Resuming from step {start}")
@@ -469,7 +469,7 @@ class Trainer:
         monitor = self._resolve_monitor(test_data.element_spec)
         state = self._run_state("max" if monitor == "accuracy" else "min")
         t = time.perf_counter()
-        with state:
+        with self.strategy.scope(), state:
             state.restore_best()
             evaluate = make_evaluator(
                 self.strategy, self.model, test_data, self.loss, self._classifier
@@ -507,9 +507,7 @@ def _error_examples(validation_data, labels, pred):
     """`(images, labels, predictions)` of the first misclassified examples, or None
     when the validation inputs are not a single batch of images."""
     x_spec = validation_data.element_spec[0]
-    if not isinstance(x_spec, tf.TensorSpec) or x_spec.shape.rank not in (3, 4):
-        return None
-    if x_spec.shape.rank == 4 and x_spec.shape[-1] not in (1, 3, 4):
+    if not isinstance(x_spec, tf.TensorSpec) or not tbi.looks_like_images(x_spec.shape):
         return None
     wrong = np.flatnonzero(labels != pred)[:9]
     if not len(wrong):

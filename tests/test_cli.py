@@ -11,7 +11,7 @@ import pytest
 
 import tbkit
 from conftest import FIXTURE
-from tbkit import cli
+from tbkit.app import cli
 
 FLAGS = [
     "--logdir", "--run-name", "--num-iterations", "--batch-size", "--learning-rate", "--eval-every",

@@ -21,7 +21,7 @@ TWO_CPUS = """
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tbkit.cli import main
+from tbkit.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

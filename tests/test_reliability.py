@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import FIXTURE, load_events, scalars
-from tbkit import cli
+from tbkit.app import cli
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_garbage_state_file_is_no_silent_fresh_start(run, capsys):
     capsys.readouterr()
     (run / "checkpoints" / "latest" / "checkpoint").write_text("garbage {{{")
     code, out, _ = again(run, capsys)
-    assert code == 0 and "already finished at iteration 30" in out and "Iter:" not in out
+    assert code == 0 and "already finished at step 30" in out and "Iter:" not in out
 
 
 @pytest.mark.parametrize("damage", ["truncated index", "flipped byte in data"])
@@ -60,7 +60,7 @@ def test_damaged_latest_falls_back_to_the_previous_one(run, capsys, damage):
     assert code == 0
     assert f"Checkpoint {latest / 'latest-30'} is damaged (" in out
     assert f"Restored the older checkpoint {latest / 'latest-20'} instead" in out
-    assert "Resuming from iteration 20" in out and "Iter:     30" in out
+    assert "Resuming from step 20" in out and "Iter:     30" in out
     assert sorted(os.listdir(run / "checkpoints" / "best")) == best_before
     # The replayed iteration logged the same validation accuracy as the first time.
     val = scalars(load_events(str(run / "validation")), "accuracy")
@@ -223,7 +223,7 @@ def test_file_size_limit_fails_a_save_cleanly(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("train_mnist.py: error: cannot write the checkpoint of iteration 20")
+    assert last.startswith("train_mnist.py: error: cannot write the checkpoint of step 20")
     assert "Traceback" not in proc.stderr
     best = tf.train.latest_checkpoint(str(tmp_path / "full" / "checkpoints" / "best"))
     assert best and f"Best checkpoint kept: {best}" in last

@@ -155,7 +155,7 @@ print(repr(float(np.mean(preds == data.validation_labels))), path)
 
 
 def test_config_json_round_trips(finished_run):
-    from tbkit.train import TrainConfig
+    from tbkit.app.settings import TrainConfig
 
     run, _ = finished_run
     config = json.loads((run / "config.json").read_text())
@@ -216,7 +216,7 @@ def test_killed_run_resumes_to_the_same_result(finished_run, tmp_path, sig):
     rest, err = proc.communicate(timeout=120)
     if sig == signal.SIGTERM:
         assert proc.returncode == 128 + signal.SIGTERM
-        assert re.search(r"SIGTERM received: stopped at iteration \d+, saved .*latest-\d+", err)
+        assert re.search(r"SIGTERM received: stopped at step \d+, saved .*latest-\d+", err)
     else:
         assert proc.returncode == -signal.SIGKILL
         report = subprocess.run(
@@ -231,7 +231,7 @@ def test_killed_run_resumes_to_the_same_result(finished_run, tmp_path, sig):
         )
     resumed = run_cli("--logdir", str(tmp_path), "--run-name", "r", *FAST)
     assert resumed.returncode == 0, resumed.stderr
-    m = re.search(r"^Resuming from iteration (\d+)$", resumed.stdout, re.M)
+    m = re.search(r"^Resuming from step (\d+)$", resumed.stdout, re.M)
     assert m and int(m[1]) >= 40
     # The same trajectory: identical validation sequence, early stop and best.
     combined = {
