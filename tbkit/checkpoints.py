@@ -131,7 +131,10 @@ def check_architecture(path: str, root, names: dict[int, str] | None = None) -> 
     except (tf.errors.OpError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({_reason(e)})") from None
     names = names or {}
-    for key, (shape, var) in checkpoint_shapes(root).items():
+    # The named variables (the model's own) first, so the message names a layer
+    # rather than, say, an optimizer slot of the same shape.
+    entries = sorted(checkpoint_shapes(root).items(), key=lambda kv: id(kv[1][1]) not in names)
+    for key, (shape, var) in entries:
         label = names.get(id(var)) or key.split("/.ATTRIBUTES")[0]
         if key not in stored:
             raise ArchitectureError(

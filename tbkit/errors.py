@@ -27,3 +27,20 @@ class ArchitectureError(CheckpointError):
 
 class TrainingError(TbkitError):
     """Training cannot go on: the loss or the weights became non-finite."""
+
+
+def reason(e: BaseException, limit: int = 240) -> str:
+    """One line saying why `e` happened, without TensorFlow's `{{function_node ...}}` prefix.
+
+    TensorFlow's file errors read `{{function_node ...}} /path/file.tempstate123; File too
+    large`; this gives `File too large (/path/file.tempstate123)`.
+    """
+    import re
+
+    text = (getattr(e, "message", None) or str(e)).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
+    if "; " in line:
+        where, why = line.rsplit("; ", 1)
+        line = f"{why} ({where})"
+    return line[:limit]

@@ -39,13 +39,8 @@ from tbkit.checkpoints import (
     checkpoint_candidates,
     restore_newest_readable,
 )
-from tbkit.errors import ArchitectureError, CheckpointError
+from tbkit.errors import ArchitectureError, CheckpointError, reason
 from tbkit.rundir import RunDir
-
-
-def _first_line(e: BaseException) -> str:
-    text = (getattr(e, "message", None) or str(e)).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 class RunState:
@@ -288,7 +283,7 @@ class RunState:
                 else "none yet"
             )
             raise CheckpointError(
-                f"cannot write the checkpoint of step {step}: {_first_line(e)}. Best checkpoint kept: {kept}"
+                f"cannot write the checkpoint of step {step}: {reason(e)}. Best checkpoint kept: {kept}"
             ) from None
 
     def write_config(self, config: dict) -> None:

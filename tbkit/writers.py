@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import tensorflow as tf
 
+from tbkit.errors import RunDirError, reason
+
 #: The writer names of the run-directory contract.
 RUNS = ("train", "validation", "test")
 
@@ -65,18 +67,36 @@ class RunWriters:
         around the loop and nest the occasional validation/test scopes inside.
         """
         writer = self[name]
-        with writer.as_default(step=step):
+        with self._failures(name), writer.as_default(step=step):
             yield writer
 
+    @contextlib.contextmanager
+    def _failures(self, name: str):
+        """An event file that cannot be written (disk full, file too large) is one line."""
+        try:
+            yield
+        except tf.errors.OpError as e:
+            raise RunDirError(
+                f"cannot write the event files of {self.logdir(name)}: {reason(e)}"
+            ) from None
+
     def flush(self) -> None:
-        for writer in self._writers.values():
-            writer.flush()
+        for name, writer in self._writers.items():
+            with self._failures(name):
+                writer.flush()
 
     def close(self) -> None:
-        """Flushes and closes every writer created so far."""
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
+        """Flushes and closes every writer created so far (all of them, even if one fails)."""
+        writers, self._writers = self._writers, {}
+        failure = None
+        for name, writer in writers.items():
+            try:
+                with self._failures(name):
+                    writer.close()
+            except RunDirError as e:
+                failure = failure or e
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> RunWriters:
         return self
