@@ -24,19 +24,17 @@ Not a test: numbers depend on the machine and its load (this one: 2 shared cores
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import re
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
+
+from tbkit.testing import get, tensorboard_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -89,41 +87,23 @@ def multiplexer_load(logdir: str) -> float:
     return time.perf_counter() - t0
 
 
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
-
-
-def server_load(logdir: str, run: str, last_step: int) -> tuple[float, float]:
+def server_load(logdir: str, run: str | None, last_step: int) -> tuple[float, float]:
     """Seconds from launching `tensorboard` to (answering, serving `last_step`).
 
     With `run=None`, only the time to answer (for an empty logdir)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    query = urllib.parse.urlencode({"run": f"{run}/validation", "tag": "accuracy"})
-    if run is None:  # an empty logdir: how long the server takes to start at all
-        query = None
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    up = None
-    try:
-        while time.perf_counter() - t0 < 120 and proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                _get(base + "/data/runs")
-                up = up or time.perf_counter() - t0
-                if query is None:
-                    return up, up
-                points = _get(f"{base}/data/plugin/scalars/scalars?{query}")
-                if points and points[-1][1] == last_step:
-                    return up, time.perf_counter() - t0
-            time.sleep(0.05)
-        raise SystemExit("tensorboard did not serve the run within 120 s")
-    finally:
-        proc.terminate()
-        proc.wait()
+    up = []
+
+    def served(base: str) -> bool:
+        up.append(up[0] if up else time.perf_counter() - t0)
+        if run is None:
+            return True
+        query = urllib.parse.urlencode({"run": f"{run}/validation", "tag": "accuracy"})
+        points = get(f"{base}/data/plugin/scalars/scalars?{query}", timeout=5)
+        return bool(points) and points[-1][1] == last_step
+
+    with tensorboard_server(logdir, ready=served, timeout=120):
+        return up[0], time.perf_counter() - t0
 
 
 def one_run(data_dir: str | None, extra: str, logdir: str) -> dict:

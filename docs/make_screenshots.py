@@ -16,65 +16,10 @@ Needs `chromium` (apt-get install chromium) and `playwright` (the test extra).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def tensorboard(logdir: str):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            logdir,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(base + "/data/runs", timeout=5).read()
-                break
-            time.sleep(0.5)
-        else:
-            raise SystemExit("TensorBoard did not start")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+from tbkit.testing import launch_chromium, tensorboard_server
 
 
 def _filter_tags(page, pattern: str) -> None:
@@ -113,17 +58,11 @@ def main(argv=None) -> None:
     run = args.run or runs[-1]
     os.makedirs(args.out, exist_ok=True)
     with (
-        tensorboard(args.logdir) as base,
+        tensorboard_server(args.logdir) as base,
         sync_playwright() as p,
         tempfile.TemporaryDirectory() as profile,
     ):
-        ctx = p.chromium.launch_persistent_context(
-            profile,
-            executable_path=args.chromium,
-            headless=True,
-            args=FLAGS,
-            viewport={"width": 1280, "height": 900},
-        )
+        ctx = launch_chromium(p, profile, args.chromium, viewport={"width": 1280, "height": 900})
         page = ctx.new_page()
 
         def card(hash_: str, run_regex: str, tag_regex: str, element: str, text: str, name: str):

@@ -130,7 +130,7 @@ def make_train_step(strategy, model, optimizer, loss_fn, window: tf.Variable, cl
     @tf.function(reduce_retracing=True)
     def train_step(x, y):
         loss, correct, count = strategy.run(replica_step, args=(x, y))
-        with tf.name_scope("metrics"):
+        with tf.name_scope("metrics/"):  # absolute: the same group as the replica's metrics
             loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
             correct = strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
             count = strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None)

@@ -319,6 +319,7 @@ class Trainer:
                    dynamic_ncols=True, leave=False)  # fmt: skip
         self._say = bar.write if interactive else self._log
         pending, last_image, stopped, step = None, -(10**12), False, start
+        self._checked = start
         use_signals = threading.current_thread() is threading.main_thread()
         flag = InterruptFlag() if use_signals else None
         try:
@@ -355,6 +356,7 @@ class Trainer:
                 signum = flag.signum if flag else None
                 if step % self.checkpoint_every == 0 or signum is not None:
                     t = time.perf_counter()
+                    self._check_finite(state, step)
                     saved = state.save_latest(step)
                     self.timings["checkpoints"] += time.perf_counter() - t
                 if signum is not None:
@@ -374,16 +376,24 @@ class Trainer:
             self._validation_images(writers, validation_data, *pending)
         return step, stopped
 
-    def _validate(self, state, writers, validate, step, monitor, batch_acc):
-        loss_sum, correct, count, batches = (float(v) for v in self._window.numpy())
+    def _check_finite(self, state, step: int) -> None:
+        """Raises `TrainingError` if the loss since the last check is not finite.
+
+        Called before each validation and each latest checkpoint (no per-step host
+        sync), so neither a best nor a latest checkpoint ever holds diverged weights.
+        """
+        loss_sum = float(self._window[0].numpy())
         if not math.isfinite(loss_sum):
-            # Checked at validation cadence (no per-step host sync); the latest
-            # checkpoint is not overwritten with diverged weights.
             kept = f"step {state.best_step}" if state.best_path else "none yet"
             raise TrainingError(
-                f"the training loss became {loss_sum} between steps {step - self.eval_every + 1} and "
+                f"the training loss became {loss_sum} between steps {self._checked + 1} and "
                 f"{step}; stopping (lower the learning rate?). Best checkpoint kept: {kept}"
             )
+        self._checked = step
+
+    def _validate(self, state, writers, validate, step, monitor, batch_acc):
+        self._check_finite(state, step)
+        loss_sum, correct, count, batches = (float(v) for v in self._window.numpy())
         self._window.assign(tf.zeros(4))
         train_loss = loss_sum / max(batches, 1)
         train_acc = correct / count if self._classifier and count else None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from conftest import FIXTURE, ROOT, event_files, load_events, scalars
+from tbkit.testing import free_ports, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -24,10 +24,6 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from tbkit.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def env(**extra):
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **extra)
 
 
 def tags_of(run_dir):
@@ -45,7 +41,7 @@ def runs(tmp_path_factory):
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=env(),
+        env=subprocess_env(),
         timeout=300,
     )
     assert single.returncode == 0, single.stderr
@@ -65,7 +61,7 @@ def runs(tmp_path_factory):
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=env(),
+        env=subprocess_env(),
         timeout=300,
     )
     assert mirrored.returncode == 0, mirrored.stderr
@@ -97,20 +93,10 @@ print(int(np.sum(np.argmax(model(x), 1) == data.validation_labels)))
         capture_output=True,
         text=True,
         check=True,
-        env=env(),
+        env=subprocess_env(),
         cwd=ROOT,
     )
     assert int(out.stdout.split()[-1]) == round(best * 500)
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def test_two_worker_processes_chief_writes_worker_does_not(tmp_path):
@@ -127,7 +113,7 @@ def test_two_worker_processes_chief_writes_worker_does_not(tmp_path):
                 stderr=subprocess.PIPE,
                 text=True,
                 cwd=ROOT,
-                env=env(TF_CONFIG=tf_config),
+                env=subprocess_env(TF_CONFIG=tf_config),
             )
         )
     outputs = []
@@ -174,7 +160,7 @@ print(max(h.history["val_accuracy"]), cb.best.best_path)
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
-        env=env(),
+        env=subprocess_env(),
         cwd=ROOT,
         timeout=300,
     )

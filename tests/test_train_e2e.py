@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import FIXTURE, ROOT, decode_image_events, load_events, scalars
+from tbkit.testing import subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ FAST = [
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env = subprocess_env()
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, "train_mnist.py"), *args],
         capture_output=True,
@@ -198,7 +199,7 @@ def wait_for(proc, pattern: str, timeout: float = 120) -> str:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_to_the_same_result(finished_run, tmp_path, sig):
     run, first = finished_run
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env = subprocess_env()
     cmd = [
         sys.executable,
         os.path.join(ROOT, "train_mnist.py"),
@@ -289,7 +290,7 @@ def test_report_on_finished_early_stopped_and_interrupted_runs(tmp_path):
         "10",
     )
     assert finished.returncode == 0 and early.returncode == 0
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env = subprocess_env()
     cmd = [sys.executable, os.path.join(ROOT, "train_mnist.py"), "--logdir", str(tmp_path), "--run-name", "c-interrupted", *base, "--num-iterations", "300", "--require-improvement", "1000"]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT

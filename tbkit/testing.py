@@ -1,0 +1,113 @@
+"""Helpers for tests, benchmarks and the screenshot script (one home, no copies).
+
+A real `tensorboard` server on a free loopback port, the environment for child
+Python processes, and the flags headless Chromium needs on a machine without
+internet access. Not part of the public API (`tbkit.__all__`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+
+#: Headless Chromium on a machine with a closed network: without the
+#: background-networking flags it keeps trying (and failing) to reach Google's hosts.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+)
+
+
+def free_ports(n: int = 1) -> list[int]:
+    """`n` distinct TCP ports that are free on 127.0.0.1 right now."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python process: quiet TensorFlow, unbuffered output."""
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **extra)
+
+
+def get(url: str, data: dict | None = None, timeout: float = 20):
+    """GET (or POST `data` as JSON) and return the decoded JSON, or the raw bytes."""
+    body = None if data is None else json.dumps(data).encode()
+    headers = {"Content-Type": "application/json"} if body else {}
+    with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers),
+                                timeout=timeout) as r:  # fmt: skip
+        raw = r.read()
+        return json.loads(raw) if "json" in r.headers.get("Content-Type", "") else raw
+
+
+@contextlib.contextmanager
+def tensorboard_server(
+    logdir: str,
+    *,
+    ready: Callable[[str], bool] | None = None,
+    timeout: float = 90,
+    reload_interval: float | None = None,
+) -> Iterator[str]:
+    """Runs `tensorboard --logdir LOGDIR` on a free loopback port; yields its base URL.
+
+    Waits until the server answers and `ready(base_url)` (if given) is true;
+    the server is always stopped on exit.
+
+    Raises:
+      RuntimeError: it exited or was not ready within `timeout` seconds (with its output).
+    """
+    [port] = free_ports(1)
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    if reload_interval is not None:
+        cmd += ["--reload_interval", str(reload_interval)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                get(base + "/data/runs", timeout=5)
+                if ready is None or ready(base):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(
+                    f"tensorboard did not come up within {timeout:.0f} s:\n{proc.communicate()[0][-2000:]}"
+                )
+            time.sleep(0.05)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def launch_chromium(playwright, profile_dir: str, executable: str = "/usr/bin/chromium", **kwargs):
+    """A Playwright persistent context on Debian's Chromium with `CHROMIUM_FLAGS`."""
+    kwargs.setdefault("viewport", {"width": 1400, "height": 1000})
+    return playwright.chromium.launch_persistent_context(
+        str(profile_dir), executable_path=executable, headless=True,
+        args=list(CHROMIUM_FLAGS), **kwargs,
+    )  # fmt: skip
