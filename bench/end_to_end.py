@@ -59,9 +59,15 @@ class BareStep:
         d = tbkit.datasets.mnist.load(data_dir, validation_size=5000, log=lambda _: None)
         model = tbkit.MnistCNN()
         model(tf.zeros((1, 28, 28, 1)))
-        self.window = tf.Variable(tf.zeros(3))
+        self.window = tf.Variable(tf.zeros(4))
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.step = make_train_step(
-            tf.distribute.get_strategy(), model, keras.optimizers.Adam(1e-3), self.window, 64
+            tf.distribute.get_strategy(),
+            model,
+            keras.optimizers.Adam(1e-3),
+            loss,
+            self.window,
+            True,
         )
         ds = tbkit.datasets.train_dataset(d.train_images, d.train_labels, 64, seed=0, max_shift=2)
         self.it = iter(ds)

@@ -31,7 +31,6 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tbkit  # noqa: E402
-from tbkit import images  # noqa: E402
 from tbkit.distribute import make_train_step  # noqa: E402
 
 
@@ -53,9 +52,13 @@ def main(argv=None) -> None:
     model = tbkit.MnistCNN()
     model(tf.zeros((1, 28, 28, 1)))
     opt = keras.optimizers.Adam(1e-3)
-    window = tf.Variable(tf.zeros(3), trainable=False)
-    # The very step train_mnist.py compiles (single device).
-    train_step = make_train_step(tf.distribute.get_strategy(), model, opt, window, args.batch_size)
+    window = tf.Variable(tf.zeros(4), trainable=False)
+    # The very step tbkit.Trainer (and so train_mnist.py) compiles (single device).
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    train_step = make_train_step(tf.distribute.get_strategy(), model, opt, loss, window, True)
+    # What the Trainer records at its summary cadence: every variable, the activations
+    # of the logged batch and the filter grids.
+    recorder = tbkit.LayerRecorder(model)
 
     recordings: list[float] = []  # seconds of each recording, all cadences
 
@@ -66,11 +69,7 @@ def main(argv=None) -> None:
             train_step(x, y)
             if cadence and step % cadence == 0:
                 t1 = time.perf_counter()
-                model.summarize(step, x)
-                for name in ("layer_conv1", "layer_conv2"):
-                    images.filters_summary(
-                        f"{name}/filters", getattr(model, name).kernel.numpy(), step=step
-                    )
+                recorder.record(step, x)
                 recordings.append(time.perf_counter() - t1)
         # Wait for the last step's results, so async work is not left uncounted.
         float(model.layer_fc2.bias[0].numpy())

@@ -29,6 +29,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=directory)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other readers
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

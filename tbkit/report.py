@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
+
+from tbkit.errors import TbkitError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -58,35 +59,35 @@ def summarize_run(run_dir: str) -> RunSummary:
     """Reads one run directory into a `RunSummary`."""
     import tensorflow as tf
 
-    from tbkit.rundir import LOCK_NAME, _alive, _read_pid
+    from tbkit.rundir import RunDir
 
-    name = os.path.basename(os.path.normpath(run_dir))
+    path = os.path.normpath(run_dir)
+    run = RunDir(os.path.dirname(path), os.path.basename(path))
+    name = run.name
     validation = _scalars(os.path.join(run_dir, "validation"), "accuracy")
     test = _scalars(os.path.join(run_dir, "test"), "accuracy")
-    best_path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "best"))
-    latest_path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", "latest"))
+    best_path = tf.train.latest_checkpoint(run.best_dir)
+    latest_path = tf.train.latest_checkpoint(run.latest_dir)
     best_step = _read_var(best_path, "best_step")
     best_value = _read_var(best_path, "best_value")
     if best_step is None and validation:
         best_value, best_step = max((v, -s) for s, v in validation.items())
         best_step = -best_step
     iterations = max(validation) if validation else None
-    stored_it = _read_var(latest_path, "iteration")
+    stored_it = _read_var(latest_path, "step")
     if stored_it is not None:
         iterations = max(int(stored_it), iterations or 0)
     finished = bool(_read_var(latest_path, "finished"))
 
-    pid = _read_pid(os.path.join(run_dir, LOCK_NAME))
-    if pid is not None and _alive(pid):
+    if run.holder() is not None:
         status = "running"
     elif finished:
         status = "finished"
         try:
-            with open(os.path.join(run_dir, "config.json")) as f:
-                limit = json.load(f)["flags"]["num_iterations"]
+            limit = (run.read_config() or {})["flags"]["num_iterations"]
             if iterations is not None and iterations < limit:
                 status = "early-stopped"
-        except (OSError, ValueError, KeyError):
+        except (TbkitError, KeyError, TypeError):
             pass
     else:
         status = "interrupted"

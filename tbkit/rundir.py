@@ -106,6 +106,11 @@ class RunDir:
                     removed.append(target)
         return removed
 
+    def holder(self) -> int | None:
+        """The pid of the live process that holds this run's lock, or None."""
+        pid = _read_pid(os.path.join(self.path, LOCK_NAME))
+        return pid if pid is not None and _alive(pid) else None
+
     def unlock(self) -> None:
         if self._lock_fd:
             try:

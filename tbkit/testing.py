@@ -104,6 +104,34 @@ def tensorboard_server(
             proc.wait()
 
 
+def start_workers(command: list[str], n: int = 2, cwd: str | None = None) -> list[subprocess.Popen]:
+    """Starts `n` MultiWorkerMirroredStrategy workers of `command` on fresh loopback ports.
+
+    Each gets its own `TF_CONFIG` (worker 0 is the chief); output is piped as text.
+    """
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(n)]}
+    procs = []
+    for index in range(n):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, cwd=cwd, env=subprocess_env(TF_CONFIG=tf_config)))  # fmt: skip
+    return procs
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float = 300) -> list[tuple[str, str]]:
+    """`(stdout, stderr)` of each process once all have ended; kills the rest on a timeout."""
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=timeout))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return outputs
+
+
 def launch_chromium(playwright, profile_dir: str, executable: str = "/usr/bin/chromium", **kwargs):
     """A Playwright persistent context on Debian's Chromium with `CHROMIUM_FLAGS`."""
     kwargs.setdefault("viewport", {"width": 1400, "height": 1000})

@@ -59,3 +59,19 @@ def decode_image_events(acc, tag: str):
 
 def event_files(logdir: str) -> list[str]:
     return sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
+
+
+def damage_checkpoint(prefix, damage: str) -> None:
+    """Damages checkpoint `prefix` on disk: "truncated index" or "flipped byte in data"."""
+    prefix = str(prefix)
+    if damage == "truncated index":
+        with open(prefix + ".index", "r+b") as f:
+            f.truncate(40)
+    elif damage == "flipped byte in data":
+        with open(prefix + ".data-00000-of-00001", "r+b") as f:
+            data = bytearray(f.read())
+            data[len(data) // 2] ^= 0xFF
+            f.seek(0)
+            f.write(bytes(data))
+    else:
+        raise ValueError(f"unknown damage {damage!r}")

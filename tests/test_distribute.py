@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import sys
 import pytest
 
 from conftest import FIXTURE, ROOT, event_files, load_events, scalars
-from tbkit.testing import free_ports, subprocess_env
+from tbkit.testing import subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -99,42 +98,7 @@ print(int(np.sum(np.argmax(model(x), 1) == data.validation_labels)))
     assert int(out.stdout.split()[-1]) == round(best * 500)
 
 
-def test_two_worker_processes_chief_writes_worker_does_not(tmp_path):
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        cmd = [sys.executable, "train_mnist.py", "--logdir", str(tmp_path), "--run-name", "mw", "--strategy", "multi-worker", *ARGS[:4], "--num-iterations", "20", "--eval-every", "10", "--summary-every", "10", "--seed", "5"]  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=ROOT,
-                env=subprocess_env(TF_CONFIG=tf_config),
-            )
-        )
-    outputs = []
-    try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=300))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_out, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err[-2000:]
-    chief_out, worker_out = outputs[0][0], outputs[1][0]
-    assert "Accuracy on Test-Set" in chief_out and "Iter:" in chief_out
-    assert "Iter:" not in worker_out  # the worker computes but does not report
-    run = tmp_path / "mw"
-    assert {"train", "validation", "test", "checkpoints", "config.json"} <= set(os.listdir(run))
-    for name in ("train", "validation", "test"):
-        assert len(event_files(str(run / name))) == 1
-    assert sorted(scalars(load_events(str(run / "validation")), "accuracy")) == [10, 20]
-    assert os.listdir(tmp_path) == ["mw"]
+# Two real worker processes (chief-only writes, kill and resume): test_multiworker_resume.py.
 
 
 def test_keras_callback_under_mirrored_strategy(tmp_path):

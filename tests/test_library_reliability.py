@@ -20,7 +20,7 @@ import tensorflow as tf
 
 import tbkit
 import tbkit.keras as tbk
-from conftest import ROOT
+from conftest import ROOT, damage_checkpoint
 
 rng = np.random.default_rng(0)
 X = rng.random((64, 6), dtype=np.float32)
@@ -109,14 +109,7 @@ def test_garbage_state_file_is_no_silent_fresh_start(damaged):
 def test_damaged_latest_falls_back_to_the_previous_one(damaged, damage):
     door, run = damaged
     latest = run / "checkpoints" / "latest"
-    if damage == "truncated index":
-        f = latest / "latest-3.index"
-        f.write_bytes(f.read_bytes()[:40])
-    else:
-        f = latest / "latest-3.data-00000-of-00001"
-        data = bytearray(f.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        f.write_bytes(bytes(data))
+    damage_checkpoint(latest / "latest-3", damage)
     best = files(run / "checkpoints" / "best")
     trained, lines = door.run(run)
     assert any(line.startswith(f"Checkpoint {latest / 'latest-3'} is damaged (") for line in lines)

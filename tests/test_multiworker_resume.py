@@ -8,7 +8,6 @@ scratch copies are gone with the process), so both workers continue from one sta
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -18,36 +17,22 @@ import time
 
 import pytest
 
-from conftest import FIXTURE, ROOT, load_events, scalars
-from tbkit.testing import free_ports, subprocess_env
+from conftest import FIXTURE, ROOT, event_files, load_events, scalars
+from tbkit.testing import start_workers, wait_all
 
 pytestmark = pytest.mark.slow
 
 
 def start_cluster(command) -> list[subprocess.Popen]:
-    """Starts worker 0 (the chief) and worker 1 on fresh loopback ports."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
-    procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, cwd=ROOT, env=subprocess_env(TF_CONFIG=tf_config)))  # fmt: skip
-    return procs
+    return start_workers(command, 2, cwd=ROOT)
 
 
-def finish(procs) -> str:
-    """Waits for both workers; returns the chief's output."""
-    outputs = []
-    try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=300))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+def finish(procs, both: bool = False):
+    """Waits for both workers; returns the chief's output (or both outputs)."""
+    outputs = wait_all(procs)
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-2000:]
-    return outputs[0][0]
+    return (outputs[0][0], outputs[1][0]) if both else outputs[0][0]
 
 
 def kill_after(procs, marker: re.Pattern) -> str:
@@ -81,7 +66,14 @@ def test_train_mnist_two_workers_killed_and_restarted(tmp_path):
             *CLI_ARGS,
         ]
 
-    reference = finish(start_cluster(command("reference")))
+    reference, worker = finish(start_cluster(command("reference")), both=True)
+    # Only the chief reports and writes: one event file per writer, nothing else in the logdir.
+    assert "Accuracy on Test-Set" in reference and "Iter:" not in worker
+    ref_run = tmp_path / "reference"
+    assert {"train", "validation", "test", "checkpoints", "config.json"} <= set(os.listdir(ref_run))
+    assert all(len(event_files(str(ref_run / n))) == 1 for n in ("train", "validation", "test"))
+    assert os.listdir(tmp_path) == ["reference"]
+
     # Killed after the validation of iteration 20 (latest checkpoints at 10 and 20 exist).
     before = kill_after(start_cluster(command("killed")), re.compile(r"^Iter:\s+20,"))
     assert "Iter:     20" in before and "Accuracy on Test-Set" not in before

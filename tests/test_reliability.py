@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import FIXTURE, load_events, scalars
+from conftest import FIXTURE, damage_checkpoint, load_events, scalars
 from tbkit.app import cli
 from tbkit.testing import subprocess_env
 
@@ -48,14 +48,7 @@ def test_garbage_state_file_is_no_silent_fresh_start(run, capsys):
 def test_damaged_latest_falls_back_to_the_previous_one(run, capsys, damage):
     capsys.readouterr()
     latest = run / "checkpoints" / "latest"
-    if damage == "truncated index":
-        f = latest / "latest-30.index"
-        f.write_bytes(f.read_bytes()[:40])
-    else:
-        f = latest / "latest-30.data-00000-of-00001"
-        data = bytearray(f.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        f.write_bytes(bytes(data))
+    damage_checkpoint(latest / "latest-30", damage)
     best_before = sorted(os.listdir(run / "checkpoints" / "best"))
     code, out, _ = again(run, capsys)
     assert code == 0
@@ -99,9 +92,9 @@ KILL_ARGS = ["--data-dir", FIXTURE, "--validation-size", "500", "--num-iteration
              "--summary-every", "5", "--checkpoint-every", "5", "--require-improvement", "1000", "--seed", "9"]  # fmt: skip
 
 
-#: Kills per run of the test: 10 in the suite (half in start-up, half in training);
+#: Kills per run of the test: 8 in the suite (half in start-up, half in training);
 #: `TBKIT_KILLS=30 python -m pytest tests/test_reliability.py -k sigkill` for the long run.
-KILLS = int(os.environ.get("TBKIT_KILLS", "10"))
+KILLS = int(os.environ.get("TBKIT_KILLS", "8"))
 
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
