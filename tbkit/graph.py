@@ -20,10 +20,11 @@ def tidy_names(graph_def):
     used = {tuple(n.split("/")[: i + 1]) for n in names for i in range(n.count("/") + 1)}
     renamed = {}
     for name in names:
-        parts = name.split("/")
-        for i, part in enumerate(parts):
+        original = name.split("/")
+        parts = list(original)
+        for i, part in enumerate(original[:-1]):  # scopes only, never an op's own name
             m = _SUFFIX.fullmatch(part)
-            if m and tuple(parts[:i]) + (m[1],) not in used:
+            if m and tuple(original[:i]) + (m[1],) not in used:
                 parts[i] = m[1]
         renamed[name] = "/".join(parts)
     if len(set(renamed.values())) != len(renamed):  # a collision: keep TF's names

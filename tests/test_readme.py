@@ -39,4 +39,4 @@ def test_trainer_example_runs_and_fills_the_run_directory(tmp_path, monkeypatch)
     assert sorted(scalars(val, "accuracy")) == list(range(50, 301, 50))
     assert float(best_value) == pytest.approx(max(scalars(val, "accuracy").values()), rel=1e-6)
     assert test_accuracy == pytest.approx(float(best_value), abs=1e-6)  # the same held-out set
-    assert float(best_value) > 0.5  # chance is 0.25: it learned where the class hides
+    assert float(best_value) > 0.6  # chance is 0.25
