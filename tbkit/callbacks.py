@@ -1,4 +1,4 @@
-"""Keras callbacks that record tbkit layer summaries during `model.fit`."""
+"""Keras callbacks that record layer summaries (every variable, by the recorder's tag rule) during `model.fit`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tbkit.model import summarize_layers
 
 
 class LayerSummaries(keras.callbacks.Callback):
-    """Writes the summaries of every tbkit layer every `every_n_batches` batches.
+    """Writes the summaries of every variable of the model every `every_n_batches` batches.
 
     Summaries are recorded between batches, outside the compiled train step,
     so batches that do not log pay nothing.
