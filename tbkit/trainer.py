@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import signal
@@ -45,54 +44,11 @@ from tbkit.graph import write_graph
 from tbkit.hparams import write_hparams
 from tbkit.interrupt import Interrupted, InterruptFlag
 from tbkit.recorder import LayerRecorder
+from tbkit.results import Evaluation, FitResult, Validation
 from tbkit.runstate import RunState
 from tbkit.writers import RunWriters
 
 _MONITORS = ("auto", "accuracy", "loss")
-
-
-@dataclasses.dataclass
-class Validation:
-    """One validation, as passed to `on_validation` (e.g. to print a console line)."""
-
-    step: int
-    train_loss: float  # mean over the batches since the previous validation
-    train_accuracy: float | None
-    batch_accuracy: float | None  # of the last training batch
-    loss: float
-    accuracy: float | None
-    value: float  # the monitored value
-    improved: bool
-    best_value: float | None
-    best_step: int | None
-
-
-@dataclasses.dataclass
-class FitResult:
-    """What `Trainer.fit` did."""
-
-    steps: int  # the step the run is at (resumed runs count from the start)
-    best_value: float | None
-    best_step: int | None
-    best_checkpoint: str | None
-    monitor: str
-    early_stopped: bool
-    resumed_from: int | None
-    timings: dict
-
-
-@dataclasses.dataclass
-class Evaluation:
-    """`Trainer.evaluate` on the restored best checkpoint."""
-
-    step: int  # the best checkpoint's step
-    loss: float
-    accuracy: float | None
-    correct: int | None
-    total: int
-    labels: np.ndarray | None
-    predictions: np.ndarray | None
-    confusion_matrix: np.ndarray | None
 
 
 def _positive(name: str, value, allow_none: bool = False):
@@ -253,7 +209,9 @@ class Trainer:
             start = int(state.step.numpy())
             if state.resumed and not state.is_finished:
                 self._log(f"Resuming from step {start}")
-            first_start = not state.resumed
+            # A first start: nothing at the top of the run directory yet (a run killed
+            # before its first checkpoint restarts without writing a second session).
+            first_start = not tf.io.gfile.glob(os.path.join(state.path, "events.out.tfevents.*"))
             if first_start and self.chief:
                 if self.config is not None:
                     state.write_config(self.config)
@@ -456,7 +414,7 @@ class Trainer:
                 "confusion_matrix", labels, pred, self._num_classes(labels, pred),
                 class_names=self.class_names,
             )  # fmt: skip
-            examples = _error_examples(validation_data, labels, pred)
+            examples = tbi.error_examples(validation_data, labels, pred)
             if examples is not None:
                 tbi.example_errors_summary(
                     "example_errors", *examples, class_names=self.class_names
@@ -511,25 +469,3 @@ class Trainer:
                     writers.close()
         self.timings["test"] += time.perf_counter() - t
         return Evaluation(step, loss, acc, correct, total, labels, pred, cm)
-
-
-def _error_examples(validation_data, labels, pred):
-    """`(images, labels, predictions)` of the first misclassified examples, or None
-    when the validation inputs are not a single batch of images."""
-    x_spec = validation_data.element_spec[0]
-    if not isinstance(x_spec, tf.TensorSpec) or not tbi.looks_like_images(x_spec.shape):
-        return None
-    wrong = np.flatnonzero(labels != pred)[:9]
-    if not len(wrong):
-        return np.zeros((0, 1, 1)), labels[:0], pred[:0]
-    wanted, found, offset = set(wrong.tolist()), {}, 0
-    for x, _ in validation_data:
-        n = int(x.shape[0])
-        for i in range(offset, offset + n):
-            if i in wanted:
-                found[i] = x[i - offset].numpy()
-        offset += n
-        if len(found) == len(wanted):
-            break
-    images = np.stack([found[i] for i in wrong])
-    return images, labels[wrong], pred[wrong]
