@@ -31,7 +31,7 @@ class RunDir:
 
     def __init__(self, logdir: str, name: str):
         if not name or os.sep in name or name in (".", ".."):
-            raise RunDirError(f"--run-name must be a plain directory name. Received: {name!r}")
+            raise RunDirError(f"a run's name must be a plain directory name. Received: {name!r}")
         self.logdir, self.name = logdir, name
         self.path = os.path.join(logdir, name)
         self.best_dir = os.path.join(self.path, "checkpoints", "best")
