@@ -32,15 +32,10 @@ import tensorflow as tf
 
 from tbkit import images as tbi
 from tbkit.distribute import is_chief
-from tbkit.recorder import LayerRecorder, filter_kernels
+from tbkit.recorder import LayerRecorder
 from tbkit.recorder import variable_tags as variable_tags
 from tbkit.runstate import RunState
 from tbkit.writers import RunWriters
-
-
-def conv_kernels(model) -> dict[str, tf.Variable]:
-    """`{"<layer path>/filters": kernel}` of every 4-D kernel in `model`."""
-    return filter_kernels(variable_tags(model))
 
 
 class TensorBoardRun(keras.callbacks.Callback):
@@ -117,6 +112,11 @@ class TensorBoardRun(keras.callbacks.Callback):
     def stopper(self):
         return self.state.stopper if self.state else None
 
+    @property
+    def epoch(self) -> tf.Variable:
+        """The number of finished epochs: the run state's step counter, in epochs."""
+        return self.state.step
+
     # --- set-up -------------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
@@ -126,7 +126,6 @@ class TensorBoardRun(keras.callbacks.Callback):
         self.recorder = LayerRecorder(self.model, histograms=self.histograms, images=self.images,
                                       activations=False)  # fmt: skip
         with strategy.scope():
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.state = RunState(
                 self.logdir,
                 model=self.model,
@@ -135,7 +134,6 @@ class TensorBoardRun(keras.callbacks.Callback):
                 min_delta=self.min_delta,
                 patience=self.patience,
                 chief=chief,
-                extra={"epoch": self.epoch},
                 names={id(v): tag for tag, v in self.recorder.tags.items()},
                 log=self.log,
             )
@@ -198,7 +196,6 @@ class TensorBoardRun(keras.callbacks.Callback):
                 tf.summary.scalar(f"best_{name}", self.state.best_value)
             if self.images and self.validation_data is not None and (improved or value is None):
                 self._validation_images()
-        self.epoch.assign(epoch + 1)
         stop = self.state.should_stop(epoch + 1)
         if stop:
             self.model.stop_training = True

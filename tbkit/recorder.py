@@ -100,7 +100,10 @@ def variable_tags(model) -> dict[str, tf.Variable]:
     Returns:
       An ordered dict, in the order the layers are tracked (usually build order).
     """
-    owned = _walk(model)
+    return _tags(_walk(model))
+
+
+def _tags(owned: list[_Owned]) -> dict[str, tf.Variable]:
     # Same-named layers in different nested models get their model path in front.
     models_of: dict[str, set] = {}
     for o in owned:
@@ -202,7 +205,8 @@ class LayerRecorder:
     ):
         self.model = model
         self.histograms, self.images, self.activations = histograms, images, activations
-        self.tags = variable_tags(model)
+        owned = _walk(model)
+        self.tags = _tags(owned)
         if not self.tags:
             raise ValueError(
                 f"{getattr(model, 'name', model)!r} has no variables to summarise (build it first)"
@@ -210,7 +214,7 @@ class LayerRecorder:
         self.kernels = filter_kernels(self.tags) if images else {}
         # The activation of a top-level layer is tagged like its variables' layer.
         owners: dict[int, str] = {}
-        for o in _walk(model):
+        for o in owned:
             if o.model_path == () and id(o.top_layer) not in owners and o.top_layer is not model:
                 owners[id(o.top_layer)] = o.layer_path[0]
         self._probe = _activation_probe(model, owners) if activations and histograms else None

@@ -334,13 +334,14 @@ class Trainer:
             self._validation_images(writers, validation_data, *pending)
         return step, stopped
 
-    def _check_finite(self, state, step: int) -> None:
+    def _check_finite(self, state, step: int, loss_sum: float | None = None) -> None:
         """Raises `TrainingError` if the loss since the last check is not finite.
 
         Called before each validation and each latest checkpoint (no per-step host
         sync), so neither a best nor a latest checkpoint ever holds diverged weights.
         """
-        loss_sum = float(self._window[0].numpy())
+        if loss_sum is None:
+            loss_sum = float(self._window[0].numpy())
         if not math.isfinite(loss_sum):
             kept = f"step {state.best_step}" if state.best_path else "none yet"
             raise TrainingError(
@@ -350,8 +351,8 @@ class Trainer:
         self._checked = step
 
     def _validate(self, state, writers, validate, step, monitor, batch_acc):
-        self._check_finite(state, step)
         loss_sum, correct, count, batches = (float(v) for v in self._window.numpy())
+        self._check_finite(state, step, loss_sum)
         self._window.assign(tf.zeros(4))
         train_loss = loss_sum / max(batches, 1)
         train_acc = correct / count if self._classifier and count else None

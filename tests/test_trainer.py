@@ -102,3 +102,21 @@ def test_accuracy_needs_class_labels(tmp_path):
     with pytest.raises(ValueError, match="monitor='accuracy' needs integer class labels"):
         t.fit(ds(TARGETS), ds(TARGETS), steps=2)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_class_names_size_and_label_the_confusion_matrix(tmp_path):
+    from conftest import decode_image_events
+
+    def run(name, **kw):
+        t = trainer(model(), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    tmp_path / name, patience=None, image_every=1, **kw)  # fmt: skip
+        t.fit(ds(LABELS), ds(LABELS), steps=2)
+        [(_, image)] = decode_image_events(load_events(str(tmp_path / name / "validation")),
+                                           "confusion_matrix")  # fmt: skip
+        return t.evaluate(ds(LABELS)), image
+
+    plain, plain_image = run("plain")
+    named, named_image = run("named", class_names=["low", "high", "never"])
+    assert plain.confusion_matrix.shape == (2, 2)  # the model's two outputs
+    assert named.confusion_matrix.shape == (3, 3)  # as many classes as names
+    assert plain_image.shape != named_image.shape or (plain_image != named_image).any()
