@@ -98,46 +98,213 @@ def _correct(y_true, y_pred) -> tf.Tensor:
     return tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float32))
 
 
-def make_train_step(strategy, model, optimizer, loss_fn, window: tf.Variable, classifier: bool):
-    """A compiled step: forward, backward, update; returns (loss, batch accuracy).
+def make_train_step(
+    strategy,
+    model,
+    optimizer,
+    loss_fn,
+    window: tf.Variable,
+    classifier: bool,
+    *,
+    jit_compile: bool = False,
+) -> TrainStep:
+    """The compiled train step (see `TrainStep`): forward, backward, update."""
+    return TrainStep(strategy, model, optimizer, loss_fn, window, classifier, jit_compile)
+
+
+def _norm(t) -> tf.Tensor:
+    t = tf.cast(tf.convert_to_tensor(t), tf.float32)
+    return tf.sqrt(tf.reduce_sum(tf.square(t)))
+
+
+def _any_nonfinite(t) -> tf.Tensor:
+    return tf.logical_not(tf.reduce_all(tf.math.is_finite(tf.cast(tf.convert_to_tensor(t), tf.float32))))
+
+
+class TrainStep:
+    """A compiled step: forward, backward, update; `step(x, y)` -> (loss, batch accuracy).
 
     The loss is averaged over the global batch (every replica's examples) plus
     the model's regularisation losses. `window` accumulates (sum of losses,
     correct predictions, examples, batches) so the host never syncs on a step
     it does not log. The graph groups the step's ops as `loss`, `metrics` and
     `optimizer` next to the model's own layer scopes.
+
+    `step.recording(x, y)` is a second compiled variant for the steps that
+    record training dynamics: it also returns the gradients (summed over
+    replicas: the gradient of the global batch's loss), their norms, each
+    variable's norm before the update and the norm of the update, the global
+    gradient norm and the learning rate used. Other steps pay nothing for it.
+
+    The non-finite guard: every step checks its loss (one scalar); the first
+    step of a window whose loss is not finite notes, in a branch that runs only
+    then, which variables held non-finite values and which got non-finite
+    gradients. No `check_numerics`, so it works in XLA-compiled steps.
+    `first_nonfinite()` reads it on the host; `reset_guard()` starts a new window.
+
+    Args:
+      jit_compile: compile each replica's step with XLA (one replica only).
     """
 
-    def replica_step(x, y):
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=True)
-            with tf.name_scope("loss"):
-                per = per_example_loss(loss_fn, y, y_pred)
-                if per.shape.rank == 0:  # already a mean over this replica's batch
-                    loss = per / strategy.num_replicas_in_sync
-                else:
-                    loss = tf.nn.compute_average_loss(per)
-                if model.losses:
-                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-        with tf.name_scope("optimizer"):
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        with tf.name_scope("metrics"):
-            correct = _correct(y, y_pred) if classifier else tf.constant(0.0)
-            count = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.float32)
-        return loss, correct, count
+    def __init__(self, strategy, model, optimizer, loss_fn, window, classifier, jit_compile):
+        if jit_compile and strategy.num_replicas_in_sync > 1:
+            raise ValueError(
+                "jit_compile=True runs one replica; this strategy has "
+                f"{strategy.num_replicas_in_sync}"
+            )
+        self.strategy, self.model, self.optimizer = strategy, model, optimizer
+        self.variables = list(model.trainable_variables)
+        n = len(self.variables)
+        # The guard's state is not part of any checkpoint: a diverged run never saves.
+        with tf.init_scope():
+            # (batches since the last check, the first non-finite batch among them or 0)
+            self._guard = tf.Variable(tf.zeros(2, tf.int64), trainable=False, name="guard")
+            # per variable: value non-finite, gradient non-finite (at that batch)
+            self._guard_flags = tf.Variable(
+                tf.zeros([2, max(n, 1)]), trainable=False, name="guard_flags"
+            )
+        self.no_gradient: set[int] = set()  # indices of variables the loss does not reach
+        variables = self.variables
 
-    @tf.function(reduce_retracing=True)
-    def train_step(x, y):
-        loss, correct, count = strategy.run(replica_step, args=(x, y))
-        with tf.name_scope("metrics/"):  # absolute: the same group as the replica's metrics
-            loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-            correct = strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
-            count = strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None)
-            window.assign_add(tf.stack([loss, correct, count, 1.0]))
+        def replica_step(x, y, record: bool):
+            with tf.GradientTape() as tape:
+                y_pred = model(x, training=True)
+                with tf.name_scope("loss"):
+                    per = per_example_loss(loss_fn, y, y_pred)
+                    if per.shape.rank == 0:  # already a mean over this replica's batch
+                        loss = per / strategy.num_replicas_in_sync
+                    else:
+                        loss = tf.nn.compute_average_loss(per)
+                    if model.losses:
+                        loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            with tf.name_scope("optimizer"):
+                grads = tape.gradient(loss, variables)
+                with tf.name_scope("guard"):
+
+                    def which():
+                        return tf.stack(
+                            [
+                                tf.stack([tf.cast(_any_nonfinite(v), tf.float32) for v in variables]),
+                                tf.stack(
+                                    [
+                                        tf.cast(_any_nonfinite(g), tf.float32)
+                                        if g is not None
+                                        else tf.constant(0.0)
+                                        for g in grads
+                                    ]
+                                ),
+                            ]
+                        )
+
+                    flags = tf.cond(
+                        tf.math.is_finite(loss),
+                        lambda: tf.zeros([2, len(variables)]),
+                        which,
+                    )
+                dyn = None
+                if record:
+                    dyn = self._before(grads)
+                optimizer.apply_gradients(zip(grads, variables, strict=True))
+                if record:
+                    dyn = self._after(dyn)
+            with tf.name_scope("metrics"):
+                correct = _correct(y, y_pred) if classifier else tf.constant(0.0)
+                count = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.float32)
+            return loss, correct, count, flags, dyn
+
+        if jit_compile:
+            compiled = {
+                record: tf.function(
+                    lambda x, y, r=record: replica_step(x, y, r), jit_compile=True
+                )
+                for record in (False, True)
+            }
+            run_replica = lambda x, y, record: compiled[record](x, y)  # noqa: E731
+        else:
+            run_replica = replica_step
+
+        def step(x, y, record: bool):
+            loss, correct, count, flags, dyn = strategy.run(run_replica, args=(x, y, record))
+            with tf.name_scope("metrics/"):  # absolute: the same group as the replica's metrics
+                reduce = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)  # noqa: E731
+                loss, correct, count = reduce(loss), reduce(correct), reduce(count)
+                window.assign_add(tf.stack([loss, correct, count, 1.0]))
+            with tf.name_scope("guard/"):
+                flags = reduce(flags) if n else tf.zeros([2, 1])
+                seen = self._guard[0] + 1
+                first = tf.logical_and(
+                    tf.equal(self._guard[1], 0), tf.logical_not(tf.math.is_finite(loss))
+                )
+                self._guard.assign(tf.stack([seen, tf.where(first, seen, self._guard[1])]))
+                self._guard_flags.assign(tf.where(first, flags, self._guard_flags))
+            if record:
+                return loss, correct / count, dyn
             return loss, correct / count
 
-    return train_step
+        self._plain = tf.function(lambda x, y: step(x, y, False), reduce_retracing=True)
+        self._recording = tf.function(lambda x, y: step(x, y, True), reduce_retracing=True)
+
+    def _before(self, grads):
+        """Dynamics of a recording step, before the update (replica context)."""
+        grads = list(grads)
+        for i, g in enumerate(grads):
+            if g is None:
+                self.no_gradient.add(i)
+                grads[i] = tf.zeros_like(self.variables[i])
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        before = [tf.identity(tf.convert_to_tensor(v)) for v in self.variables]
+        lr = self.optimizer.learning_rate
+        lr = tf.cast(lr() if callable(lr) else lr, tf.float32)
+        return grads, before, lr
+
+    def _after(self, dyn):
+        grads, before, lr = dyn
+        grad_norm = tf.stack([_norm(g) for g in grads])
+        return {
+            "gradients": grads,
+            "gradient_norm": grad_norm,
+            "weight_norm": tf.stack([_norm(b) for b in before]),
+            "update_norm": tf.stack(
+                [_norm(tf.convert_to_tensor(v) - b) for v, b in zip(self.variables, before, strict=True)]
+            ),
+            "global_norm": tf.sqrt(tf.reduce_sum(tf.square(grad_norm))),
+            "learning_rate": lr,
+        }
+
+    @property
+    def python_function(self):
+        return self._plain
+
+    def get_concrete_function(self, *args):
+        return self._plain.get_concrete_function(*args)
+
+    def __call__(self, x, y):
+        return self._plain(x, y)
+
+    def recording(self, x, y):
+        """The step, plus its dynamics (first replica's copy; every replica holds the same)."""
+        loss, acc, dyn = self._recording(x, y)
+        dyn = tf.nest.map_structure(
+            lambda t: self.strategy.experimental_local_results(t)[0], dyn
+        )
+        dyn["no_gradient"] = frozenset(self.no_gradient)
+        return loss, acc, dyn
+
+    def first_nonfinite(self) -> tuple[int, list[int], list[int]] | None:
+        """`(batch, value indices, gradient indices)` of the window's first non-finite loss."""
+        seen, first = (int(v) for v in self._guard.numpy())
+        if not first:
+            return None
+        flags = self._guard_flags.numpy()
+        n = len(self.variables)
+        values = [i for i in range(n) if flags[0, i] > 0]
+        grads = [i for i in range(n) if flags[1, i] > 0]
+        return first, values, grads
+
+    def reset_guard(self) -> None:
+        self._guard.assign(tf.zeros(2, tf.int64))
 
 
 def with_indices(ds: tf.data.Dataset) -> tf.data.Dataset:

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tbkit import images as tbi
+from tbkit.dynamics import Dynamics
 from tbkit.summaries import histogram, variable_summaries
 
 
@@ -201,10 +202,17 @@ class LayerRecorder:
     """
 
     def __init__(
-        self, model, *, histograms: bool = True, images: bool = True, activations: bool = True
+        self,
+        model,
+        *,
+        histograms: bool = True,
+        images: bool = True,
+        activations: bool = True,
+        gradient_histograms: bool = True,
     ):
         self.model = model
         self.histograms, self.images, self.activations = histograms, images, activations
+        self.gradient_histograms = gradient_histograms and histograms
         owned = _walk(model)
         self.tags = _tags(owned)
         if not self.tags:
@@ -217,34 +225,79 @@ class LayerRecorder:
         for o in owned:
             if o.model_path == () and id(o.top_layer) not in owners and o.top_layer is not model:
                 owners[id(o.top_layer)] = o.layer_path[0]
-        self._probe = _activation_probe(model, owners) if activations and histograms else None
+        self._probe = _activation_probe(model, owners) if activations else None
+        self._owners = list(owners.values())
+        # Trainable variables by their index in `model.trainable_variables`, which
+        # is the order of a train step's gradients.
+        tag_of = {id(v): tag for tag, v in self.tags.items()}
+        self._trainable = [
+            (i, tag_of[id(v)])
+            for i, v in enumerate(getattr(model, "trainable_variables", []))
+            if id(v) in tag_of
+        ]
         self._compiled = None
+        self.latest: Dynamics | None = None
 
-    def _summaries(self, step, x=None):
+    def _summaries(self, step, x=None, dyn=None):
         results = [
             variable_summaries(v, name=tag, step=step, histogram=self.histograms)
             for tag, v in self.tags.items()
         ]
-        if x is not None and self._probe is not None:
-            outer = tf.get_current_name_scope()
-            for owner, act in self._probe(x).items():
-                # An absolute scope: in a graph the forward pass already used this
-                # name, and a relative scope would be renamed `<name>_1`.
-                with tf.name_scope(f"{outer}/{owner}/" if outer else f"{owner}/"):
-                    results.append(histogram("activations", act, step=step))
-        return tf.reduce_all(tf.stack(results))
+        outer = tf.get_current_name_scope()
 
-    def record(self, step=None, inputs=None, compiled: bool = True):
+        def scope(name):
+            # An absolute scope: in a graph the forward pass already used this
+            # name, and a relative scope would be renamed `<name>_1`.
+            return tf.name_scope(f"{outer}/{name}/" if outer else f"{name}/")
+
+        fractions = tf.zeros([0, 2])
+        if x is not None and self._probe is not None:
+            rows = []
+            acts = self._probe(x)
+            self._owners = list(acts)  # the order of the rows returned (set when traced)
+            for owner, act in acts.items():
+                with scope(owner):
+                    if self.histograms:
+                        results.append(histogram("activations", act, step=step))
+                    zero = tf.equal(act, tf.zeros_like(act))
+                    zero_fraction = tf.reduce_mean(tf.cast(zero, tf.float32))
+                    axes = list(range(len(act.shape) - 1)) or None
+                    dead = tf.reduce_mean(tf.cast(tf.reduce_all(zero, axis=axes), tf.float32))
+                with scope(f"{owner}/activations"):
+                    tf.summary.scalar("zero_fraction", zero_fraction, step=step)
+                    tf.summary.scalar("dead_fraction", dead, step=step)
+                rows.append(tf.stack([zero_fraction, dead]))
+            if rows:
+                fractions = tf.stack(rows)
+        if dyn is not None:
+            grads = dyn["gradients"]
+            for i, tag in self._trainable:
+                with scope(tag):
+                    tf.summary.scalar("gradient_norm", dyn["gradient_norm"][i], step=step)
+                    ratio = tf.math.divide_no_nan(dyn["update_norm"][i], dyn["weight_norm"][i])
+                    tf.summary.scalar("update_ratio", ratio, step=step)
+                    if self.gradient_histograms:
+                        histogram("gradient", grads[i], step=step)
+            top = f"{outer}/" if outer else ""
+            tf.summary.scalar(f"{top}gradient_global_norm", dyn["global_norm"], step=step)
+            tf.summary.scalar(f"{top}learning_rate", dyn["learning_rate"], step=step)
+        return tf.reduce_all(tf.stack(results)), fractions
+
+    def record(self, step=None, inputs=None, compiled: bool = True, dynamics=None):
         """Writes every summary to the default writer.
 
         Args:
           step: defaults to `tf.summary.experimental.get_step()`.
-          inputs: a batch for the activation histograms (optional).
+          inputs: a batch for the activation histograms and the zero / dead
+            fractions (optional).
           compiled: run the statistics in one traced `tf.function` (fast when
             called many times) or eagerly in numpy (no tracing: for a few calls).
+          dynamics: what `TrainStep.recording` returns (gradients, norms,
+            learning rate): writes the gradient summaries too (optional).
 
         Returns:
-          True if the summaries were recorded.
+          True if the summaries were recorded. `self.latest` then holds the
+          recording's `Dynamics` (for `tbkit.dynamics.findings`).
         """
         if step is None:
             step = tf.summary.experimental.get_step()
@@ -253,14 +306,41 @@ class LayerRecorder:
         if not bool(tf.summary.should_record_summaries()):
             return False
         step = tf.convert_to_tensor(step, tf.int64)
+        tensors = None
+        if dynamics is not None:
+            tensors = {k: v for k, v in dynamics.items() if k != "no_gradient"}
+        args = [step, inputs, tensors]
+        while args and args[-1] is None:  # one trace per kind of call, not per None
+            args.pop()
         if compiled:
             if self._compiled is None:
                 self._compiled = tf.function(
                     self._summaries, reduce_retracing=True, autograph=False
                 )
-            ok = self._compiled(step, inputs) if inputs is not None else self._compiled(step)
+            ok, fractions = self._compiled(*args)
         else:
-            ok = self._summaries(step, inputs)
+            ok, fractions = self._summaries(*args)
+        self.latest = self._host_dynamics(int(step), fractions, dynamics)
         for tag, kernel in self.kernels.items():
             tbi.filters_summary(tag, np.asarray(kernel.numpy()), step=step)
         return bool(ok)
+
+    def _host_dynamics(self, step: int, fractions, dyn) -> Dynamics | None:
+        fractions = np.asarray(fractions)
+        if dyn is None and not len(fractions):
+            return None
+        d = Dynamics(step)
+        if len(fractions):
+            for owner, (zero, dead) in zip(self._owners, fractions, strict=True):
+                d.zero_fraction[owner], d.dead_fraction[owner] = float(zero), float(dead)
+        if dyn is not None:
+            host = {k: np.asarray(dyn[k]) for k in ("gradient_norm", "weight_norm", "update_norm")}
+            for i, tag in self._trainable:
+                d.gradient_norm[tag] = float(host["gradient_norm"][i])
+                d.weight_norm[tag] = float(host["weight_norm"][i])
+                d.update_norm[tag] = float(host["update_norm"][i])
+            d.global_norm = float(dyn["global_norm"])
+            d.learning_rate = float(dyn["learning_rate"])
+            missing = dyn.get("no_gradient", ())
+            d.no_gradient = {tag for i, tag in self._trainable if i in missing}
+        return d

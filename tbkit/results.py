@@ -21,6 +21,7 @@ class Validation:
     improved: bool
     best_value: float | None
     best_step: int | None
+    findings: list[str] = dataclasses.field(default_factory=list)  # the `health` lines
 
 
 @dataclasses.dataclass

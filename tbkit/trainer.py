@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from tbkit import dynamics as tbd
 from tbkit import images as tbi
 from tbkit.distribute import (
     distribute,
@@ -78,6 +79,14 @@ class Trainer:
       image_every: validation images at improvements at most every N steps
         (default 500; the final best is always pictured).
       histograms, images: write histograms / image summaries (default True).
+      dynamics: record the training dynamics at the summary cadence (gradient
+        norms, update ratios, zero / dead activation fractions, global gradient
+        norm, learning rate) and write the `health` findings at each
+        validation (default True). The recording steps run a second compiled
+        variant of the train step; the others pay nothing.
+      gradient_histograms: also write each gradient's histogram (default True;
+        needs `histograms` and `dynamics`).
+      jit_compile: compile the train step with XLA (one replica only).
       class_names: names of the classes for the confusion matrix.
       strategy: the `tf.distribute` strategy the model was built under (default: the current one).
       hparams: a dict of hyperparameters for TensorBoard's HParams tab (optional).
@@ -103,6 +112,9 @@ class Trainer:
         image_every: int = 500,
         histograms: bool = True,
         images: bool = True,
+        dynamics: bool = True,
+        gradient_histograms: bool = True,
+        jit_compile: bool = False,
         class_names=None,
         strategy: tf.distribute.Strategy | None = None,
         hparams: dict | None = None,
@@ -127,13 +139,17 @@ class Trainer:
         self.eval_every, self.patience = eval_every, patience
         self.summary_every, self.checkpoint_every = summary_every, checkpoint_every
         self.image_every, self.histograms, self.images = image_every, histograms, images
+        self.dynamics, self.jit_compile = dynamics, jit_compile
         self.class_names = list(class_names) if class_names is not None else None
         self.strategy = strategy or tf.distribute.get_strategy()
         self.hparams, self.config = hparams, config
         self.on_validation, self.progress = on_validation, progress
         self._log = log
         self.chief = is_chief(self.strategy)
-        self.recorder = LayerRecorder(model, histograms=histograms, images=images)
+        self.recorder = LayerRecorder(
+            model, histograms=histograms, images=images,
+            gradient_histograms=gradient_histograms and dynamics,
+        )  # fmt: skip
         self.timings = dict.fromkeys(
             ("train_steps", "summaries", "validation", "checkpoints", "test"), 0.0
         )
@@ -263,8 +279,10 @@ class Trainer:
         ds = distribute(self.strategy, ds)
         window = self._window
         train_step = make_train_step(
-            self.strategy, self.model, self.optimizer, self.loss, window, self._classifier
-        )
+            self.strategy, self.model, self.optimizer, self.loss, window, self._classifier,
+            jit_compile=self.jit_compile,
+        )  # fmt: skip
+        self._train_step = train_step
         validate = (
             make_evaluator(self.strategy, self.model, validation_data, self.loss, self._classifier)
             if validation_data is not None
@@ -272,6 +290,8 @@ class Trainer:
         )
         if start == 0:
             write_graph(train_step, *spec_source.element_spec)
+            if self.dynamics:
+                tbd.write_layout([tag for _, tag in self.recorder._trainable])
         interactive = self.progress and sys.stdout.isatty()
         bar = tqdm(total=steps, initial=start, disable=not interactive, unit="step",
                    dynamic_ncols=True, leave=False)  # fmt: skip
@@ -287,11 +307,15 @@ class Trainer:
             for step in range(start + 1, steps + 1):
                 t = time.perf_counter()
                 x, y = next(it)
-                _, batch_acc = train_step(x, y)
+                record = step % self.summary_every == 0
+                if record and self.dynamics:
+                    _, batch_acc, dyn = train_step.recording(x, y)
+                else:
+                    (_, batch_acc), dyn = train_step(x, y), None
                 self.timings["train_steps"] += time.perf_counter() - t
-                if step % self.summary_every == 0:
+                if record:
                     t = time.perf_counter()
-                    self.recorder.record(step, first_replica(self.strategy, x))
+                    self.recorder.record(step, first_replica(self.strategy, x), dynamics=dyn)
                     self.timings["summaries"] += time.perf_counter() - t
                 if step % self.eval_every == 0:
                     t = time.perf_counter()
@@ -339,16 +363,47 @@ class Trainer:
 
         Called before each validation and each latest checkpoint (no per-step host
         sync), so neither a best nor a latest checkpoint ever holds diverged weights.
+        The error names the first step whose loss was not finite (the train step's
+        guard notes it) and the first variable, in layer order, whose value was
+        non-finite at that step, else the first whose gradient was.
         """
         if loss_sum is None:
             loss_sum = float(self._window[0].numpy())
-        if not math.isfinite(loss_sum):
-            kept = f"step {state.best_step}" if state.best_path else "none yet"
-            raise TrainingError(
-                f"the training loss became {loss_sum} between steps {self._checked + 1} and "
-                f"{step}; stopping (lower the learning rate?). Best checkpoint kept: {kept}"
+        guard = self._train_step.first_nonfinite()
+        if math.isfinite(loss_sum) and guard is None:
+            self._train_step.reset_guard()
+            self._checked = step
+            return
+        kept = f"step {state.best_step}" if state.best_path else "none yet"
+        where, lines = f"between steps {self._checked + 1} and {step}", []
+        if guard is not None:
+            batch, values, grads = guard
+            bad_step = self._checked + batch
+            where = f"at step {bad_step}"
+            by_index = dict(self.recorder._trainable)
+            order = list(self.recorder.tags)
+            first = lambda idx: min((by_index[i] for i in idx if i in by_index), key=order.index)  # noqa: E731
+            if any(i in by_index for i in values):
+                tag = first(values)
+                where += f" (first non-finite value: {tag})"
+                lines.append(f"{tag}: non-finite values (NaN or Inf) at step {bad_step}")
+            elif any(i in by_index for i in grads):
+                tag = first(grads)
+                where += f" (first non-finite gradient: {tag}; every value was finite)"
+                lines.append(f"{tag}: non-finite gradient at step {bad_step}")
+        if self.chief:
+            # What TensorBoard shows of the failure: the finding, and the weights'
+            # summaries with their `nonfinite` counts.
+            tf.summary.text(
+                "health",
+                f"step {step}:\n\n" + "\n".join(f"- {line}" for line in lines or [f"the training loss became {loss_sum} {where}"]),
+                step=step,
             )
-        self._checked = step
+            self.recorder.record(step)
+        raise TrainingError(
+            f"the training loss became {loss_sum} {where}; stopping (lower the learning "
+            f"rate?). Best checkpoint kept: {kept}"
+        )
 
     def _validate(self, state, writers, validate, step, monitor, batch_acc):
         loss_sum, correct, count, batches = (float(v) for v in self._window.numpy())
@@ -359,6 +414,10 @@ class Trainer:
         tf.summary.scalar("loss", train_loss, step=step)
         if train_acc is not None:
             tf.summary.scalar("accuracy", train_acc, step=step)
+        found = []
+        if self.dynamics:
+            found = tbd.findings(self.recorder.latest)
+            tbd.write_health(self.recorder.latest, step)
         preds = None
         if validate is not None:
             val_loss, labels, pred = validate()
@@ -391,6 +450,7 @@ class Trainer:
                     improved=improved,
                     best_value=state.best_value,
                     best_step=state.best_step,
+                    findings=found,
                 )
             )
         return improved, preds
