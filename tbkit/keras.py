@@ -8,6 +8,16 @@ One callback gives, for *any* Keras model (stock layers included):
 - the epoch's `loss`/`accuracy`/... in `LOGDIR/train` and the `val_*` values,
   stripped of their prefix, in `LOGDIR/validation`, so each pair shares a chart;
 - a filter grid for every 4-D kernel;
+- the training dynamics at the same cadence (`tbkit.dynamics`): each
+  variable's `gradient_norm`, `gradient` histogram and `update_ratio`, each
+  probed layer's zero / dead activation fractions, `gradient_global_norm` and
+  `learning_rate`, and a `health` text with the findings at each epoch end.
+  `fit`'s own step is out of a callback's reach, so the gradients are taken on
+  a probe batch (`probe`, else the first examples of `validation_data`) in
+  training mode, with every non-trainable and metric variable restored after,
+  and the update ratio from the weights before and after the recorded batch;
+- a non-finite training loss stops `fit` with a `TrainingError` naming the
+  batch, after nothing diverged was saved;
 - for a classifier with integer labels, a confusion matrix on `validation_data`
   at improvements, and example errors when its inputs are a single batch of images;
 - the run state of `tbkit.RunState`: best checkpoints on each improvement of
@@ -30,8 +40,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tbkit import dynamics as tbd
 from tbkit import images as tbi
 from tbkit.distribute import is_chief
+from tbkit.errors import TrainingError
 from tbkit.recorder import LayerRecorder
 from tbkit.recorder import variable_tags as variable_tags
 from tbkit.runstate import RunState
@@ -50,6 +62,11 @@ class TensorBoardRun(keras.callbacks.Callback):
         summaries and filter images.
       histograms: record histograms (default True).
       images: record filter grids, confusion matrices and example errors (default True).
+      dynamics: record the training dynamics and the `health` findings (default True).
+      gradient_histograms: also write each gradient's histogram (default True).
+      probe: an `(x, y)` batch for the gradients and activation fractions
+        (default: the first `probe_size` examples of `validation_data`).
+      probe_size: examples taken from `validation_data` for the probe (default 128).
       monitor: the `logs` key deciding what "best" means (default `"val_accuracy"`).
       mode: `"max"`, `"min"` or `"auto"` (min for names containing "loss").
       min_delta: margin an improvement must exceed.
@@ -73,6 +90,10 @@ class TensorBoardRun(keras.callbacks.Callback):
         histograms: bool = True,
         images: bool = True,
         monitor: str = "val_accuracy",
+        dynamics: bool = True,
+        gradient_histograms: bool = True,
+        probe=None,
+        probe_size: int = 128,
         mode: str = "auto",
         min_delta: float = 0.0,
         patience: int | None = None,
@@ -100,6 +121,10 @@ class TensorBoardRun(keras.callbacks.Callback):
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self.patience, self.restore_best_weights = patience, restore_best_weights
         self.class_names, self.log = class_names, log
+        self.dynamics, self.gradient_histograms = dynamics, gradient_histograms
+        self.probe, self.probe_size = probe, probe_size
+        self._before = None
+        self._diverged: str | None = None
         self.state: RunState | None = None
         self._warned: set[str] = set()
 
@@ -123,8 +148,13 @@ class TensorBoardRun(keras.callbacks.Callback):
         strategy = self.model.distribute_strategy
         chief = is_chief(strategy)
         self.writers = RunWriters(self.logdir, enabled=chief)
-        self.recorder = LayerRecorder(self.model, histograms=self.histograms, images=self.images,
-                                      activations=False)  # fmt: skip
+        self._probe_batch = self._find_probe() if self.dynamics else None
+        self.recorder = LayerRecorder(
+            self.model, histograms=self.histograms, images=self.images,
+            activations=self._probe_batch is not None,
+            gradient_histograms=self.gradient_histograms and self.dynamics,
+        )  # fmt: skip
+        self._dynamics_fns = None
         with strategy.scope():
             self.state = RunState(
                 self.logdir,
@@ -148,6 +178,8 @@ class TensorBoardRun(keras.callbacks.Callback):
         self._saved_epoch = int(self.epoch.numpy()) if self.state.resumed else None
         self._train_scope = self.writers.scope("train")
         self._train_scope.__enter__()
+        if self.dynamics and not self.state.resumed:
+            tbd.write_layout([tag for _, tag in self.recorder._trainable])
 
     def _step(self) -> int:
         return (
@@ -158,7 +190,110 @@ class TensorBoardRun(keras.callbacks.Callback):
         # Compiled, one recording of a small CNN costs ~6 ms after ~2 s of tracing;
         # eagerly (statistics in numpy) ~28 ms with no tracing. So a batch cadence
         # compiles and epoch-end recordings run eagerly.
-        self.recorder.record(step, compiled=self.summary_freq != "epoch")
+        compiled = self.summary_freq != "epoch"
+        x, dyn = None, None
+        if self.dynamics:
+            dyn = self._measure()
+            if self._probe_batch is not None:
+                x = self._probe_batch[0]
+        self.recorder.record(step, x, compiled=compiled, dynamics=dyn)
+        self._before = None
+
+    # --- training dynamics --------------------------------------------------------------
+
+    def _find_probe(self):
+        probe = self.probe
+        if probe is None and self.validation_data is not None:
+            try:
+                x, y = self.validation_data
+                take = lambda a: tf.nest.map_structure(lambda t: t[: self.probe_size], a)  # noqa: E731
+                probe = (take(x), take(y))
+            except (TypeError, ValueError):
+                probe = None
+        if probe is None:
+            self._warn_once(
+                "no probe batch (pass probe=(x, y) or validation_data): no gradient summaries"
+            )
+            return None
+        x, y = probe
+        to_tensor = lambda a: tf.nest.map_structure(tf.convert_to_tensor, a)  # noqa: E731
+        return to_tensor(x), to_tensor(y)
+
+    def _make_dynamics_fns(self):
+        model = self.model
+        variables = list(model.trainable_variables)
+        # Probing in training mode must leave no trace: BatchNorm statistics,
+        # dropout seeds and metric totals are put back as they were.
+        restore = [v for v in model.non_trainable_variables + model.metrics_variables]
+
+        @tf.function(reduce_retracing=True)
+        def gradients(x, y):
+            saved = [tf.identity(v.value) for v in restore]
+            with tf.GradientTape() as tape:
+                y_pred = model(x, training=True)
+                loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+            grads = tape.gradient(loss, variables)
+            for v, value in zip(restore, saved, strict=True):
+                v.assign(value)
+            missing = [i for i, g in enumerate(grads) if g is None]
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables, strict=True)]
+            return grads, missing
+
+        @tf.function(reduce_retracing=True)
+        def snapshot():
+            return [tf.identity(v.value) for v in variables]
+
+        @tf.function(reduce_retracing=True)
+        def norms(grads, before):
+            norm = lambda t: tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))  # noqa: E731
+            grad_norm = tf.stack([norm(g) for g in grads]) if grads else tf.zeros([0])
+            return {
+                "gradient_norm": grad_norm,
+                "weight_norm": tf.stack([norm(b) for b in before]),
+                "update_norm": tf.stack(
+                    [norm(v.value - b) for v, b in zip(variables, before, strict=True)]
+                ),
+                "global_norm": tf.sqrt(tf.reduce_sum(tf.square(grad_norm))),
+            }
+
+        return gradients, snapshot, norms
+
+    def _will_record(self, batch: int) -> bool:
+        """Whether the batch about to run is one whose end records the summaries."""
+        if self.summary_freq == "epoch":
+            steps = self.params.get("steps") if self.params else None
+            return steps is not None and batch == steps - 1
+        return (self._step() + 1) % self.summary_freq == 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.dynamics and self._will_record(batch):
+            if self._dynamics_fns is None:
+                self._dynamics_fns = self._make_dynamics_fns()
+            optimizer = self.model.optimizer
+            rate = optimizer.learning_rate if optimizer is not None else None
+            self._before = (self._dynamics_fns[1](), None if rate is None else float(np.asarray(rate)))
+
+    def _measure(self):
+        """The dynamics of the batch just trained (update ratio) and of the probe (gradients)."""
+        if self._dynamics_fns is None:
+            self._dynamics_fns = self._make_dynamics_fns()
+        gradients, snapshot, norms = self._dynamics_fns
+        before, rate = self._before if self._before is not None else (None, None)
+        if self._probe_batch is None:
+            return None
+        grads, missing = gradients(*self._probe_batch)
+        if before is None:  # no snapshot of this batch (unknown epoch length): no update ratio
+            before = snapshot()
+        dyn = norms(grads, before)
+        if self._before is None:
+            dyn["update_norm"] = tf.fill(tf.shape(dyn["update_norm"]), float("nan"))
+        dyn["gradients"] = grads
+        if rate is None:
+            optimizer = self.model.optimizer
+            rate = float(np.asarray(optimizer.learning_rate)) if optimizer is not None else 0.0
+        dyn["learning_rate"] = tf.constant(rate, tf.float32)
+        dyn["no_gradient"] = frozenset(int(i) for i in np.asarray(missing).reshape(-1))
+        return dyn
 
     def _warn_once(self, what: str) -> None:
         if what not in self._warned:
@@ -168,12 +303,43 @@ class TensorBoardRun(keras.callbacks.Callback):
     # --- during training ----------------------------------------------------------------
 
     def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
+            self._diverge(float(np.asarray(loss).reshape(-1)[0]))
+            return
         if self.summary_freq != "epoch":
             step = self._step()
             if step % self.summary_freq == 0:
                 self._record_variables(step)
 
+    def _diverge(self, loss: float) -> None:
+        """A non-finite training loss: stop, save nothing, name what is non-finite."""
+        step = self._step()
+        trainable = [tag for _, tag in self.recorder._trainable]
+        bad = [t for t in trainable if not np.all(np.isfinite(self.recorder.tags[t].numpy()))]
+        if not bad:
+            where = "every trainable variable is still finite"
+        elif len(bad) == len(trainable):
+            # A callback sees the weights only after fit's update, which spread the
+            # NaN everywhere; tbkit.Trainer's guard sees them before it.
+            where = "every trainable variable is non-finite after the optimizer's update"
+        else:
+            where = f"first non-finite variable: {bad[0]}"
+        kept = f"epoch {self.state.best_step}" if self.state.best_path else "none yet"
+        self._diverged = (
+            f"the training loss became {loss} at step {step} ({where}); stopping (lower the "
+            f"learning rate?). Best checkpoint kept: {kept}"
+        )
+        lines = [f"{t}: non-finite values (NaN or Inf) at step {step}" for t in bad[:1]] or [
+            f"the training loss became {loss} at step {step}"
+        ]
+        tf.summary.text("health", f"step {step}:\n\n- " + "\n- ".join(lines), step=step)
+        self.recorder.record(step, compiled=False)
+        self.model.stop_training = True
+
     def on_epoch_end(self, epoch, logs=None):
+        if self._diverged:
+            return
         logs = logs or {}
         step = self._step()
         for key, value in logs.items():
@@ -181,6 +347,8 @@ class TensorBoardRun(keras.callbacks.Callback):
                 tf.summary.scalar(key, float(value), step=step)
         if self.summary_freq == "epoch":
             self._record_variables(step)
+        if self.dynamics:
+            tbd.write_health(self.recorder.latest, step)
         value = logs.get(self.monitor)
         improved = False
         if value is not None:
@@ -239,10 +407,12 @@ class TensorBoardRun(keras.callbacks.Callback):
             # epochs continues from the saved epoch, like `initial_epoch`. The
             # last epoch's save already holds that state, unless fit ended early.
             epoch = int(self.epoch.numpy())
-            if self._saved_epoch != epoch:
+            if self._saved_epoch != epoch and not self._diverged:
                 self.state.save_latest(epoch)
             if self.restore_best_weights and self.state.best_path:
                 tf.train.Checkpoint(model=self.model).restore(self.state.best_path).expect_partial()
         finally:
             self.writers.close()
             self.state.close()
+        if self._diverged:
+            raise TrainingError(self._diverged)

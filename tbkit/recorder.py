@@ -193,6 +193,9 @@ class LayerRecorder:
       histograms: write histograms (variables and activations) as well as scalars.
       images: write a filter grid for every 4-D kernel.
       activations: write `<layer>/activations` histograms when `record` gets a batch.
+      gradient_histograms: write `<tag>/gradient` histograms when `record` gets dynamics.
+      activation_fractions: write `<layer>/activations/zero_fraction` and
+        `dead_fraction` when `record` gets a batch.
 
     Example:
 
@@ -209,8 +212,10 @@ class LayerRecorder:
         images: bool = True,
         activations: bool = True,
         gradient_histograms: bool = True,
+        activation_fractions: bool = True,
     ):
         self.model = model
+        self.activation_fractions = activation_fractions
         self.histograms, self.images, self.activations = histograms, images, activations
         self.gradient_histograms = gradient_histograms and histograms
         owned = _walk(model)
@@ -225,7 +230,8 @@ class LayerRecorder:
         for o in owned:
             if o.model_path == () and id(o.top_layer) not in owners and o.top_layer is not model:
                 owners[id(o.top_layer)] = o.layer_path[0]
-        self._probe = _activation_probe(model, owners) if activations else None
+        wanted = activations and (histograms or activation_fractions)
+        self._probe = _activation_probe(model, owners) if wanted else None
         self._owners = list(owners.values())
         # Trainable variables by their index in `model.trainable_variables`, which
         # is the order of a train step's gradients.
@@ -259,10 +265,12 @@ class LayerRecorder:
                 with scope(owner):
                     if self.histograms:
                         results.append(histogram("activations", act, step=step))
-                    zero = tf.equal(act, tf.zeros_like(act))
-                    zero_fraction = tf.reduce_mean(tf.cast(zero, tf.float32))
-                    axes = list(range(len(act.shape) - 1)) or None
-                    dead = tf.reduce_mean(tf.cast(tf.reduce_all(zero, axis=axes), tf.float32))
+                if not self.activation_fractions:
+                    continue
+                zero = tf.equal(act, tf.zeros_like(act))
+                zero_fraction = tf.reduce_mean(tf.cast(zero, tf.float32))
+                axes = list(range(len(act.shape) - 1)) or None
+                dead = tf.reduce_mean(tf.cast(tf.reduce_all(zero, axis=axes), tf.float32))
                 with scope(f"{owner}/activations"):
                     tf.summary.scalar("zero_fraction", zero_fraction, step=step)
                     tf.summary.scalar("dead_fraction", dead, step=step)

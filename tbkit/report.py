@@ -29,6 +29,7 @@ class RunSummary:
     test_accuracy: float | None
     status: str
     best_checkpoint: str | None
+    health: str | None = None  # the run's latest `health` text (training dynamics findings)
 
 
 def _scalars(logdir: str, tag: str) -> dict[int, float]:
@@ -42,6 +43,22 @@ def _scalars(logdir: str, tag: str) -> dict[int, float]:
     if tag not in acc.Tags()["tensors"]:
         return {}
     return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
+
+
+def _last_text(logdir: str, tag: str) -> str | None:
+    """The text of the last `tag` text summary in `logdir` (None if there is none)."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    if not os.path.isdir(logdir):
+        return None
+    acc = ea.EventAccumulator(logdir, size_guidance={ea.TENSORS: 0})
+    acc.Reload()
+    if tag not in acc.Tags()["tensors"]:
+        return None
+    last = max(acc.Tensors(tag), key=lambda e: (e.step, e.wall_time))
+    value = tf.make_ndarray(last.tensor_proto)
+    return (value.item() if value.shape == () else value.reshape(-1)[0]).decode()
 
 
 def _read_var(path: str | None, name: str):
@@ -99,6 +116,7 @@ def summarize_run(run_dir: str) -> RunSummary:
         test_accuracy=next(iter(test.values())) if test else None,
         status=status,
         best_checkpoint=best_path,
+        health=_last_text(os.path.join(run_dir, "train"), "health"),
     )
 
 
@@ -148,6 +166,17 @@ def format_table(rows: list[RunSummary]) -> str:
     return "\n".join(lines)
 
 
+def format_health(rows: list[RunSummary]) -> str:
+    """Each run's latest `health` findings, as the train run's Text dashboard shows them."""
+    lines = ["", "Health (training dynamics at each run's latest validation):"]
+    for r in rows:
+        text = r.health or "no training dynamics recorded"
+        first, *rest = text.splitlines()
+        lines.append(f"  {r.name}: {first}")
+        lines.extend(f"    {line}" for line in rest if line.strip())
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tbkit.report", description="Summarise the tbkit runs under a logdir."
@@ -161,7 +190,9 @@ def main(argv=None) -> int:
     if not runs:
         print(f"tbkit.report: no runs under {args.logdir}", file=sys.stderr)
         return 1
-    print(format_table([summarize_run(r) for r in runs]))
+    rows = [summarize_run(r) for r in runs]
+    print(format_table(rows))
+    print(format_health(rows))
     return 0
 
 

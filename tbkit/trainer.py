@@ -148,7 +148,7 @@ class Trainer:
         self.chief = is_chief(self.strategy)
         self.recorder = LayerRecorder(
             model, histograms=histograms, images=images,
-            gradient_histograms=gradient_histograms and dynamics,
+            gradient_histograms=gradient_histograms and dynamics, activation_fractions=dynamics,
         )  # fmt: skip
         self.timings = dict.fromkeys(
             ("train_steps", "summaries", "validation", "checkpoints", "test"), 0.0

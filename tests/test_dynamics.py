@@ -1,0 +1,212 @@
+"""Training dynamics (#14): values read back with TensorBoard's loader, checked against numpy.
+
+Every expected value is computed here, independently of tbkit: the gradients
+with a `GradientTape` of the test's own, the norms and fractions with numpy.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.plugins.custom_scalar import layout_pb2
+
+import tbkit
+from conftest import FIXTURE, load_events, scalars
+from tbkit.datasets import mnist
+
+SCCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = mnist.load(FIXTURE, validation_size=200, download=False, log=lambda _: None)
+    x = data.train_images[:256, ..., None].astype("float32") / 255.0
+    return x, data.train_labels[:256].astype("int32")
+
+
+def cnn(seed=0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(6, 5, activation="relu", name="conv")(inp)
+    h = keras.layers.MaxPooling2D(4)(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(16, activation="relu", name="hidden")(h)
+    return keras.Model(inp, keras.layers.Dense(10, name="head")(h))
+
+
+def text(acc, tag):
+    return {e.step: tf.make_ndarray(e.tensor_proto).item().decode() for e in acc.Tensors(tag)}
+
+
+def histogram_counts(acc, tag):
+    return {e.step: tf.make_ndarray(e.tensor_proto) for e in acc.Tensors(tag)}
+
+
+def l2(a) -> float:
+    return float(np.sqrt(np.sum(np.square(np.asarray(a, np.float64)))))
+
+
+def test_trainer_dynamics_match_numpy(tmp_path, digits):
+    x, y = digits
+    model = cnn()
+    schedule = keras.optimizers.schedules.ExponentialDecay(3e-3, 10, 0.5)
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    batch = (x[:32], y[:32])
+    # The gradient of the step's loss, by the test's own tape, on the step's weights.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(SCCE(batch[1], model(batch[0], training=True)))
+    grads = dict(zip(before, tape.gradient(loss, model.trainable_variables), strict=True))
+    trainer = tbkit.Trainer(model, keras.optimizers.Adam(schedule), SCCE, tmp_path / "run",
+                            eval_every=1, summary_every=1, progress=False, log=lambda _: None)  # fmt: skip
+    train = tf.data.Dataset.from_tensor_slices((x[:32], y[:32])).batch(32)
+    trainer.fit(train, tf.data.Dataset.from_tensor_slices((x, y)).batch(64), steps=1)
+    acc = load_events(str(tmp_path / "run" / "train"))
+    tags = {tag: v for tag, v in tbkit.variable_tags(model).items() if v.trainable}
+    assert set(tags) == {f"{la}/{v}" for la in ("conv", "hidden", "head") for v in ("kernel", "bias")}
+    for tag, v in tags.items():
+        g, w0, w1 = grads[v.path].numpy(), before[v.path], v.numpy()
+        assert scalars(acc, f"{tag}/gradient_norm")[1] == pytest.approx(l2(g), rel=1e-4)
+        ratio = l2(w1 - w0) / l2(w0) if l2(w0) else 0.0
+        assert scalars(acc, f"{tag}/update_ratio")[1] == pytest.approx(ratio, rel=1e-3, abs=1e-9)
+        hist = histogram_counts(acc, f"{tag}/gradient")[1]
+        assert hist[:, 2].sum() == g.size
+        assert (hist[0, 0], hist[-1, 1]) == pytest.approx((g.min(), g.max()), rel=1e-5)
+    all_grads = np.concatenate([grads[v.path].numpy().ravel() for v in tags.values()])
+    assert scalars(acc, "gradient_global_norm")[1] == pytest.approx(l2(all_grads), rel=1e-4)
+    assert scalars(acc, "learning_rate")[1] == pytest.approx(float(schedule(0)), rel=1e-6)
+    # Fractions of zero outputs and of dead units, on the logged batch after the update.
+    for name in ("conv", "hidden"):
+        out = keras.Model(model.inputs, model.get_layer(name).output)(batch[0]).numpy()
+        zero = out == 0
+        assert scalars(acc, f"{name}/activations/zero_fraction")[1] == pytest.approx(zero.mean())
+        dead = zero.reshape(-1, out.shape[-1]).all(axis=0).mean()
+        assert scalars(acc, f"{name}/activations/dead_fraction")[1] == pytest.approx(dead)
+    assert "no findings" in text(acc, "health")[1]
+
+
+def test_layout_puts_each_layer_on_one_chart(tmp_path, digits):
+    x, y = digits
+    trainer = tbkit.Trainer(cnn(), keras.optimizers.Adam(1e-3), SCCE, tmp_path / "run",
+                            eval_every=2, summary_every=2, progress=False, log=lambda _: None)  # fmt: skip
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    trainer.fit(ds, ds, steps=2)
+    acc = load_events(str(tmp_path / "run" / "train"))
+    (event,) = acc.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(tf.make_ndarray(event.tensor_proto).item())
+    charts = {c.title: c.multiline.tag[0] for c in layout.category[0].chart}
+    assert list(charts) == ["conv", "hidden", "head", "model"]
+    import re
+
+    tags = acc.Tags()["tensors"]
+    assert sorted(t for t in tags if re.match(charts["hidden"], t)) == [
+        "hidden/bias/gradient_norm", "hidden/bias/update_ratio",
+        "hidden/kernel/gradient_norm", "hidden/kernel/update_ratio",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["plain", "xla"])
+def test_nan_injected_into_one_variable_is_named(tmp_path, digits, jit):
+    x, y = digits
+    model = cnn()
+    target = model.get_layer("hidden").kernel
+
+    def inject(v):
+        if v.step == 4:  # after the validation of step 4: step 5 trains on a NaN weight
+            target.assign(np.full(target.shape, np.nan, "float32"))
+
+    trainer = tbkit.Trainer(model, keras.optimizers.Adam(1e-3), SCCE, tmp_path / "run",
+                            eval_every=4, summary_every=4, checkpoint_every=4, jit_compile=jit,
+                            on_validation=inject, progress=False, log=lambda _: None)  # fmt: skip
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    with pytest.raises(tbkit.TrainingError) as err:
+        trainer.fit(ds, ds, steps=20)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "at step 5 (first non-finite value: hidden/kernel)" in message
+    assert "Best checkpoint kept: step 4" in message
+    acc = load_events(str(tmp_path / "run" / "train"))
+    assert "hidden/kernel: non-finite values" in text(acc, "health")[8]
+    assert scalars(acc, "hidden/kernel/nonfinite")[8] == target.shape[0] * target.shape[1]
+    # Nothing diverged was saved: the latest checkpoint is the one of step 4.
+    latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints" / "latest"))
+    assert latest.endswith("-4")
+
+
+def test_dynamics_switches(tmp_path, digits):
+    x, y = digits
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    tags = {}
+    for name, kw in {"off": {"dynamics": False}, "no_hist": {"gradient_histograms": False},
+                     "on": {}}.items():  # fmt: skip
+        trainer = tbkit.Trainer(cnn(), keras.optimizers.Adam(1e-3), SCCE, tmp_path / name,
+                                eval_every=2, summary_every=2, progress=False,
+                                log=lambda _: None, **kw)  # fmt: skip
+        trainer.fit(ds, ds, steps=2)
+        tags[name] = set(load_events(str(tmp_path / name / "train")).Tags()["tensors"])
+    dyn = {"head/kernel/gradient_norm", "head/kernel/update_ratio", "gradient_global_norm",
+           "learning_rate", "health", "hidden/activations/dead_fraction"}  # fmt: skip
+    assert dyn <= tags["on"] and dyn <= tags["no_hist"]
+    assert not dyn & tags["off"] and "head/kernel/mean" in tags["off"]
+    assert "head/kernel/gradient" in tags["on"] and "head/kernel/gradient" not in tags["no_hist"]
+
+
+def test_callback_dynamics_match_numpy(tmp_path, digits):
+    x, y = digits
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(10, name="head")(h))
+    model.compile(keras.optimizers.SGD(0.05), SCCE)
+    snapshots = {}
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 3:  # the epoch's last batch: the recorded one
+                snapshots["before"] = [v.numpy().copy() for v in model.trainable_variables]
+
+    probe = (x[:64], y[:64])
+    cb = tbkit.keras.TensorBoardRun(str(tmp_path / "run"), probe=probe,
+                                    restore_best_weights=False, monitor="loss")  # fmt: skip
+    model.fit(x[:128], y[:128], batch_size=32, epochs=1, callbacks=[Snapshot(), cb], verbose=0)
+    bn = model.get_layer("bn")
+    moving = bn.moving_mean.numpy().copy()
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=probe[0], y=probe[1], y_pred=model(probe[0], training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    acc = load_events(str(tmp_path / "run" / "train"))
+    step = 4
+    tags = {id(v): t for t, v in tbkit.variable_tags(model).items()}
+    for v, g, w0 in zip(model.trainable_variables, grads, snapshots["before"], strict=True):
+        tag = tags[id(v)]
+        assert scalars(acc, f"{tag}/gradient_norm")[step] == pytest.approx(l2(g), rel=1e-4)
+        ratio = l2(v.numpy() - w0) / l2(w0) if l2(w0) else 0.0
+        assert scalars(acc, f"{tag}/update_ratio")[step] == pytest.approx(ratio, rel=1e-3)
+    assert scalars(acc, "learning_rate")[step] == pytest.approx(0.05)
+    assert "health" in acc.Tags()["tensors"]
+    # Probing in training mode changed nothing: the moving statistics are as fit left them.
+    cb._dynamics_fns[0](*cb._probe_batch)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), moving)
+
+
+def test_callback_stops_on_a_nonfinite_loss(tmp_path, digits):
+    x, y = digits
+    model = cnn()
+    model.compile(keras.optimizers.Adam(1e-3), SCCE, jit_compile=True)
+
+    class Inject(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 2:
+                model.get_layer("head").bias.assign(np.full(10, np.nan, "float32"))
+
+    cb = tbkit.keras.TensorBoardRun(str(tmp_path / "run"), validation_data=(x[:64], y[:64]))
+    with pytest.raises(tbkit.TrainingError, match=r"loss became nan at step 3 \("):
+        model.fit(x, y, batch_size=32, epochs=2, callbacks=[Inject(), cb], verbose=0)
+    assert not os.path.exists(tmp_path / "run" / "checkpoints" / "latest" / "checkpoint")
+    acc = load_events(str(tmp_path / "run" / "train"))
+    assert "non-finite" in text(acc, "health")[3]
