@@ -7,6 +7,7 @@ with a `GradientTape` of the test's own, the norms and fractions with numpy.
 from __future__ import annotations
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -15,6 +16,7 @@ import tensorflow as tf
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 import tbkit
+import tbkit.keras
 from conftest import FIXTURE, load_events, scalars
 from tbkit.datasets import mnist
 
@@ -99,8 +101,6 @@ def test_layout_puts_each_layer_on_one_chart(tmp_path, digits):
     layout = layout_pb2.Layout.FromString(tf.make_ndarray(event.tensor_proto).item())
     charts = {c.title: c.multiline.tag[0] for c in layout.category[0].chart}
     assert list(charts) == ["conv", "hidden", "head", "model"]
-    import re
-
     tags = acc.Tags()["tensors"]
     assert sorted(t for t in tags if re.match(charts["hidden"], t)) == [
         "hidden/bias/gradient_norm", "hidden/bias/update_ratio",
@@ -175,7 +175,6 @@ def test_callback_dynamics_match_numpy(tmp_path, digits):
                                     restore_best_weights=False, monitor="loss")  # fmt: skip
     model.fit(x[:128], y[:128], batch_size=32, epochs=1, callbacks=[Snapshot(), cb], verbose=0)
     bn = model.get_layer("bn")
-    moving = bn.moving_mean.numpy().copy()
     with tf.GradientTape() as tape:
         loss = model.compute_loss(x=probe[0], y=probe[1], y_pred=model(probe[0], training=True))
     grads = tape.gradient(loss, model.trainable_variables)
@@ -189,7 +188,8 @@ def test_callback_dynamics_match_numpy(tmp_path, digits):
         assert scalars(acc, f"{tag}/update_ratio")[step] == pytest.approx(ratio, rel=1e-3)
     assert scalars(acc, "learning_rate")[step] == pytest.approx(0.05)
     assert "health" in acc.Tags()["tensors"]
-    # Probing in training mode changed nothing: the moving statistics are as fit left them.
+    # Probing in training mode changes nothing: the moving statistics stay as they are.
+    moving = bn.moving_mean.numpy().copy()
     cb._dynamics_fns[0](*cb._probe_batch)
     np.testing.assert_array_equal(bn.moving_mean.numpy(), moving)
 
@@ -210,3 +210,35 @@ def test_callback_stops_on_a_nonfinite_loss(tmp_path, digits):
     assert not os.path.exists(tmp_path / "run" / "checkpoints" / "latest" / "checkpoint")
     acc = load_events(str(tmp_path / "run" / "train"))
     assert "non-finite" in text(acc, "health")[3]
+
+
+def test_broken_runs_are_flagged_by_health_and_report(tmp_path, capsys):
+    """Too high and too low a learning rate, through the CLI flags alone, on the fixture."""
+    from tbkit import report
+    from tbkit.app import cli
+
+    logdir = str(tmp_path / "logs")
+    common = ["--logdir", logdir, "--data-dir", FIXTURE, "--validation-size", "200",
+              "--num-iterations", "100", "--eval-every", "50", "--summary-every", "50",
+              "--seed", "1", "--no-images"]  # fmt: skip
+    for name, lr in (("high", "1.0"), ("low", "1e-7"), ("default", None)):
+        flags = ["--learning-rate", lr] if lr else []
+        assert cli.main(common + ["--run-name", name] + flags) == 0
+    health = {
+        name: text(load_events(os.path.join(logdir, name, "train")), "health")
+        for name in ("high", "low", "default")
+    }
+    # Flagged from the first validation on, naming the layers and the signal.
+    for step in (50, 100):
+        high = health["high"][step]
+        assert "layer_conv1: dead units" in high and "layer_fc1: dead units" in high
+        assert "barely moves the weights: every layer's update ratio is below 1e-05" in health["low"][step]
+        assert health["default"][step].endswith("no findings")
+    capsys.readouterr()
+    assert report.main([logdir]) == 0
+    out = capsys.readouterr().out.split("Health")[1]
+    blocks = re.split(r"\n  (?=\S)", out)  # one block per run: its first line, then its findings
+    lines = {name: next(b for b in blocks if b.startswith(f"{name}: ")) for name in ("high", "low", "default")}
+    assert "layer_conv2: dead units" in lines["high"]
+    assert "learning rate 9.3e-08 barely moves" in lines["low"]  # 1e-7 decayed by 0.5 ** 0.1
+    assert lines["default"].startswith("default: step 100 (dynamics of step 100): no findings")
