@@ -7,9 +7,14 @@ configuration for `--steps` steps in a freshly shuffled order (interleaved, so
 machine noise hits all of them alike):
 
   bare         the train step alone, no summaries at all
-  every-N      the same step, plus what train_mnist.py records every N steps:
-               Model.summarize(step, batch) (variable scalars + histograms +
-               activation histograms) and both conv-filter images
+  every-N      the same step, plus the layer summaries every N steps:
+               variable scalars + histograms, activation histograms and the
+               conv-filter images (what train_mnist.py recorded before #14)
+  dyn-N        what train_mnist.py records now every N steps: the recording
+               variant of the train step on those steps (gradients, norms,
+               update sizes) and all of the above plus the training dynamics
+               (gradient norms and histograms, update ratios, zero / dead
+               activation fractions, global norm, learning rate)
 
 Prints the median seconds per step of each configuration and its ratio to
 `bare`. Not a test: the numbers depend on the machine and its load.
@@ -60,29 +65,39 @@ def main(argv=None) -> None:
     # of the logged batch and the filter grids.
     recorder = tbkit.LayerRecorder(model)
 
-    recordings: list[float] = []  # seconds of each recording, all cadences
+    recordings: dict[bool, list[float]] = {False: [], True: []}  # seconds per recording
 
-    def run(cadence: int | None, steps: int, start: int) -> float:
+    def run(config, steps: int, start: int) -> float:
+        cadence, dynamics = config or (None, False)
         t0 = time.perf_counter()
         for step in range(start, start + steps):
             x, y = next(ds)
+            record = cadence and step % cadence == 0
+            if record and dynamics:
+                t1 = time.perf_counter()
+                _, _, dyn = train_step.recording(x, y)
+                recorder.record(step, x, dynamics=dyn)
+                recordings[True].append(time.perf_counter() - t1)
+                continue
             train_step(x, y)
-            if cadence and step % cadence == 0:
+            if record:
                 t1 = time.perf_counter()
                 recorder.record(step, x)
-                recordings.append(time.perf_counter() - t1)
+                recordings[False].append(time.perf_counter() - t1)
         # Wait for the last step's results, so async work is not left uncounted.
         float(model.layer_fc2.bias[0].numpy())
         return (time.perf_counter() - t0) / steps
 
-    configs = [None] + [int(c) for c in args.cadences.split(",")]
-    label = lambda c: "bare" if c is None else f"every-{c}"  # noqa: E731
+    cadences = [int(c) for c in args.cadences.split(",")]
+    configs = [None] + [(c, d) for c in cadences for d in (False, True)]
+    label = lambda c: "bare" if c is None else f"{'dyn' if c[1] else 'every'}-{c[0]}"  # noqa: E731
     with tempfile.TemporaryDirectory() as logdir:
         writer = tf.summary.create_file_writer(logdir)
         with writer.as_default():
             for c in configs:  # warm-up: trace every function once
-                run(c or 1, 5, 1)
-            recordings.clear()
+                run((1, c[1]) if c else None, 5, 1)
+            recordings[False].clear()
+            recordings[True].clear()
             times = {c: [] for c in configs}
             step = 1
             for _ in range(args.reps):
@@ -109,10 +124,13 @@ def main(argv=None) -> None:
             f"{label(c):<10} {med * 1e3:8.3f} {med / bare:7.3f} {paired:7.3f}  {lo:.3f}..{hi:.3f}"
         )
     # The steadier estimate: what the recordings themselves take, spread over their cadence.
-    rec = statistics.median(recordings)
-    print(f"# one recording: median {rec * 1e3:.1f} ms over {len(recordings)} recordings")
-    for c in configs[1:]:
-        print(f"# every-{c}: expected ratio from it {1 + rec / (c * bare):.3f}")
+    # (A dynamics recording includes its train step: one bare step is taken off.)
+    for dyn in (False, True):
+        rec = statistics.median(recordings[dyn]) - (bare if dyn else 0.0)
+        name = "dyn" if dyn else "every"
+        print(f"# one {name} recording: median {rec * 1e3:.1f} ms over {len(recordings[dyn])}")
+        for c in cadences:
+            print(f"# {name}-{c}: expected ratio from it {1 + rec / (c * bare):.3f}")
 
 
 if __name__ == "__main__":

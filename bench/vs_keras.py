@@ -8,9 +8,13 @@ data, one epoch per measurement, configurations interleaved in one process:
   none     no callback
   keras    keras.callbacks.TensorBoard(histogram_freq=1, write_images=True,
            update_freq="epoch"): weight histograms and weight images once per epoch
-  tbkit    tbkit.keras.TensorBoardRun(summary_freq="epoch", validation_data=None,
-           patience=None): weight scalars + histograms + filter grids once per
-           epoch, plus best/latest checkpoints (matched cadence, more content)
+  tbkit    tbkit.keras.TensorBoardRun(summary_freq="epoch", dynamics=False):
+           weight scalars + histograms + filter grids once per epoch, plus
+           best/latest checkpoints (matched cadence, more content)
+  tbkit-dyn  the same with the training dynamics on (the default): gradients
+           on a 128-example probe batch (norms + histograms), update ratios
+           around the epoch's last batch, zero / dead activation fractions,
+           learning rate, global norm, and the `health` findings
 
 Prints the median seconds per epoch and the ratio to `none`. Not a test.
 """
@@ -110,11 +114,14 @@ def main(argv=None) -> None:
                 )
             ]
         if kind == "tbkit":
-            return [Timed(tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", images=True))]
+            return [Timed(tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", dynamics=False))]
+        if kind == "tbkit-dyn":
+            run = tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", probe=(xv[:128], yv[:128]))
+            return [Timed(run)]
         return []
 
-    times = {k: [] for k in ("none", "keras", "tbkit")}
-    in_hooks = {k: [] for k in ("keras", "tbkit")}
+    times = {k: [] for k in ("none", "keras", "tbkit", "tbkit-dyn")}
+    in_hooks = {k: [] for k in ("keras", "tbkit", "tbkit-dyn")}
     with tempfile.TemporaryDirectory() as root:
         for rep in range(args.reps + 1):  # the first round warms up and is dropped
             order = list(times)
@@ -141,14 +148,14 @@ def main(argv=None) -> None:
         f"# time inside the callback's hooks per fit ({args.epochs} epoch(s)), median of {args.reps}"
     )
     for kind, ts in in_hooks.items():
-        print(f"{kind:<6} {statistics.median(ts) * 1e3:7.0f} ms  ({', '.join(f'{t * 1e3:.0f}' for t in ts)})")  # fmt: skip
+        print(f"{kind:<9} {statistics.median(ts) * 1e3:7.0f} ms  ({', '.join(f'{t * 1e3:.0f}' for t in ts)})")  # fmt: skip
     print(
         f"# model.fit, tutorial CNN, {args.train_images} images/epoch + 5000 validation, batch 64, {args.reps} interleaved reps"
     )
     for kind, ts in times.items():
         med = statistics.median(ts)
         print(
-            f"{kind:<6} {med:7.2f} s/epoch  ratio {med / none:5.3f}  ({', '.join(f'{t:.2f}' for t in ts)})"
+            f"{kind:<9} {med:7.2f} s/epoch  ratio {med / none:5.3f}  ({', '.join(f'{t:.2f}' for t in ts)})"
         )
 
 

@@ -34,6 +34,7 @@ The x axis of every summary is the global training step (`optimizer.iterations`)
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import keras
@@ -125,6 +126,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         self.probe, self.probe_size = probe, probe_size
         self._before = None
         self._diverged: str | None = None
+        self._open = False
         self.state: RunState | None = None
         self._warned: set[str] = set()
 
@@ -178,6 +180,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         self._saved_epoch = int(self.epoch.numpy()) if self.state.resumed else None
         self._train_scope = self.writers.scope("train")
         self._train_scope.__enter__()
+        self._open = True
         if self.dynamics and not self.state.resumed:
             tbd.write_layout([tag for _, tag in self.recorder._trainable])
 
@@ -303,6 +306,33 @@ class TensorBoardRun(keras.callbacks.Callback):
     # --- during training ----------------------------------------------------------------
 
     def on_train_batch_end(self, batch, logs=None):
+        with self._aborting():
+            self._batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self._aborting():
+            self._epoch_end(epoch, logs)
+
+    @contextlib.contextmanager
+    def _aborting(self):
+        """`fit` skips `on_train_end` when a hook raises: close what is open, then raise."""
+        try:
+            yield
+        except BaseException:
+            if self._open:
+                self._open = False
+                for close in (
+                    lambda: self._train_scope.__exit__(None, None, None),
+                    self.writers.close,
+                    self.state.close,
+                ):
+                    try:
+                        close()
+                    except Exception:  # noqa: BLE001 - the first error is the one to report
+                        pass
+            raise
+
+    def _batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
             self._diverge(float(np.asarray(loss).reshape(-1)[0]))
@@ -337,7 +367,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         self.recorder.record(step, compiled=False)
         self.model.stop_training = True
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _epoch_end(self, epoch, logs=None):
         if self._diverged:
             return
         logs = logs or {}
@@ -399,8 +429,9 @@ class TensorBoardRun(keras.callbacks.Callback):
     # --- the end --------------------------------------------------------------------------
 
     def on_train_end(self, logs=None):
-        if self.state is None:
+        if self.state is None or not self._open:
             return
+        self._open = False
         try:
             self._train_scope.__exit__(None, None, None)
             # A fit that ran out of epochs is not finished: a later fit with more
