@@ -21,6 +21,10 @@ from conftest import decode_image_events, load_events, scalars
 
 STATS = ("mean", "stddev", "min", "max", "histogram")
 SCALARS = {"loss", "accuracy"}
+# The training dynamics: per trainable variable, and once per model.
+DYNAMICS = ("gradient_norm", "update_ratio", "gradient")
+MODEL_DYNAMICS = {"gradient_global_norm", "learning_rate", "health", "custom_scalars__config__"}
+NON_TRAINABLE = {"bn/moving_mean", "bn/moving_variance"}
 
 
 def loss():
@@ -32,13 +36,34 @@ def split(x, y):
     return (take(x, slice(0, 64)), y[:64]), (take(x, slice(64, None)), y[64:])
 
 
+def _dynamic(tag: str) -> bool:
+    return tag.rsplit("/", 1)[-1] in DYNAMICS or "/activations/" in tag
+
+
 def variable_tags_written(logdir) -> set[str]:
     tags = set(load_events(logdir).Tags()["tensors"])
-    return {t for t in tags if t not in SCALARS and not t.endswith("/activations")}
+    return {
+        t for t in tags
+        if t not in SCALARS | MODEL_DYNAMICS and not t.endswith("/activations") and not _dynamic(t)
+    }  # fmt: skip
 
 
 def expected_tags(tags, filters) -> set[str]:
     return {f"{t}/{s}" for t in tags for s in STATS} | set(filters)
+
+
+def check_dynamics(logdir, kind, model, tags) -> None:
+    """Gradient norm, histogram and update ratio for every trainable variable; the model's
+    own dynamics tags; zero / dead fractions for the probed layers (not for a subclassed model)."""
+    written = set(load_events(logdir).Tags()["tensors"])
+    gradients = {t for t in written if t.rsplit("/", 1)[-1] in DYNAMICS}
+    assert gradients == {f"{t}/{s}" for t in tags - NON_TRAINABLE for s in DYNAMICS}
+    assert MODEL_DYNAMICS <= written
+    fractions = {t.split("/activations/")[0] for t in written if "/activations/" in t}
+    if kind == "subclassed":
+        assert not fractions
+    else:
+        assert fractions and fractions <= {la.name for la in model.layers}
 
 
 def check_filters(train, model, filters):
@@ -69,6 +94,7 @@ def test_trainer_on_the_zoo(kind, tmp_path):
     assert result.steps == 6 and result.monitor == "accuracy" and result.resumed_from is None
     train = load_events(str(run / "train"))
     assert variable_tags_written(str(run / "train")) == expected_tags(tags, filters)
+    check_dynamics(str(run / "train"), kind, model, tags)
     some = sorted(tags)[0]
     assert sorted(scalars(train, f"{some}/mean")) == [2, 4, 6]
     check_filters(train, model, filters)
@@ -104,6 +130,7 @@ def test_keras_callback_on_the_zoo(kind, tmp_path):
     cb, history, warned = fit(model, 2)
     train = load_events(str(tmp_path / "train"))
     assert variable_tags_written(str(tmp_path / "train")) == expected_tags(tags, filters)
+    check_dynamics(str(tmp_path / "train"), kind, model, tags)
     check_filters(train, model, filters)
     val_tags = set(load_events(str(tmp_path / "validation")).Tags()["tensors"])
     assert {"accuracy", "loss", "best_accuracy", "confusion_matrix"} <= val_tags
