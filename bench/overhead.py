@@ -64,6 +64,7 @@ def main(argv=None) -> None:
     # What the Trainer records at its summary cadence: every variable, the activations
     # of the logged batch and the filter grids.
     recorder = tbkit.LayerRecorder(model)
+    dyn_recorder = tbkit.LayerRecorder(model, activation_fractions=True)  # what the Trainer uses
 
     recordings: dict[bool, list[float]] = {False: [], True: []}  # seconds per recording
 
@@ -76,7 +77,7 @@ def main(argv=None) -> None:
             if record and dynamics:
                 t1 = time.perf_counter()
                 _, _, dyn = train_step.recording(x, y)
-                recorder.record(step, x, dynamics=dyn)
+                dyn_recorder.record(step, x, dynamics=dyn)
                 recordings[True].append(time.perf_counter() - t1)
                 continue
             train_step(x, y)

@@ -116,7 +116,9 @@ def main(argv=None) -> None:
         if kind == "tbkit":
             return [Timed(tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", dynamics=False))]
         if kind == "tbkit-dyn":
-            run = tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", probe=(xv[:128], yv[:128]))
+            run = tbkit.keras.TensorBoardRun(
+                logdir, summary_freq="epoch", probe=(xv[:128], yv[:128])
+            )
             return [Timed(run)]
         return []
 

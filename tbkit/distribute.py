@@ -118,7 +118,9 @@ def _norm(t) -> tf.Tensor:
 
 
 def _any_nonfinite(t) -> tf.Tensor:
-    return tf.logical_not(tf.reduce_all(tf.math.is_finite(tf.cast(tf.convert_to_tensor(t), tf.float32))))
+    return tf.logical_not(
+        tf.reduce_all(tf.math.is_finite(tf.cast(tf.convert_to_tensor(t), tf.float32)))
+    )
 
 
 class TrainStep:
@@ -184,7 +186,9 @@ class TrainStep:
                     def which():
                         return tf.stack(
                             [
-                                tf.stack([tf.cast(_any_nonfinite(v), tf.float32) for v in variables]),
+                                tf.stack(
+                                    [tf.cast(_any_nonfinite(v), tf.float32) for v in variables]
+                                ),
                                 tf.stack(
                                     [
                                         tf.cast(_any_nonfinite(g), tf.float32)
@@ -214,9 +218,7 @@ class TrainStep:
 
         if jit_compile:
             compiled = {
-                record: tf.function(
-                    lambda x, y, r=record: replica_step(x, y, r), jit_compile=True
-                )
+                record: tf.function(lambda x, y, r=record: replica_step(x, y, r), jit_compile=True)
                 for record in (False, True)
             }
             run_replica = lambda x, y, record: compiled[record](x, y)  # noqa: E731
@@ -267,7 +269,10 @@ class TrainStep:
             "gradient_norm": grad_norm,
             "weight_norm": tf.stack([_norm(b) for b in before]),
             "update_norm": tf.stack(
-                [_norm(tf.convert_to_tensor(v) - b) for v, b in zip(self.variables, before, strict=True)]
+                [
+                    _norm(tf.convert_to_tensor(v) - b)
+                    for v, b in zip(self.variables, before, strict=True)
+                ]
             ),
             "global_norm": tf.sqrt(tf.reduce_sum(tf.square(grad_norm))),
             "learning_rate": lr,
@@ -286,9 +291,7 @@ class TrainStep:
     def recording(self, x, y):
         """The step, plus its dynamics (first replica's copy; every replica holds the same)."""
         loss, acc, dyn = self._recording(x, y)
-        dyn = tf.nest.map_structure(
-            lambda t: self.strategy.experimental_local_results(t)[0], dyn
-        )
+        dyn = tf.nest.map_structure(lambda t: self.strategy.experimental_local_results(t)[0], dyn)
         dyn["no_gradient"] = frozenset(self.no_gradient)
         return loss, acc, dyn
 

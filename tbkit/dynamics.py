@@ -156,7 +156,11 @@ def findings(d: Dynamics | None) -> list[str]:
             ratios[layer] = _combined(d.update_norm, tags) / w
     if ratios:
         low = [la for la, r in ratios.items() if r < UPDATE_RATIO_LOW]
-        lr = f"learning rate {_fmt(d.learning_rate)}" if d.learning_rate is not None else "the optimizer"
+        lr = (
+            f"learning rate {_fmt(d.learning_rate)}"
+            if d.learning_rate is not None
+            else "the optimizer"
+        )
         if len(low) == len(ratios):
             top = max(ratios, key=ratios.get)
             out.append(
@@ -226,7 +230,9 @@ def write_layout(tags) -> None:
     charts.append(
         layout_pb2.Chart(
             title="model",
-            multiline=layout_pb2.MultilineChartContent(tag=[r"^(gradient_global_norm|learning_rate)$"]),
+            multiline=layout_pb2.MultilineChartContent(
+                tag=[r"^(gradient_global_norm|learning_rate)$"]
+            ),
         )
     )
     layout = layout_pb2.Layout(

@@ -155,6 +155,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             self.model, histograms=self.histograms, images=self.images,
             activations=self._probe_batch is not None,
             gradient_histograms=self.gradient_histograms and self.dynamics,
+            activation_fractions=self.dynamics,
         )  # fmt: skip
         self._dynamics_fns = None
         with strategy.scope():
@@ -239,7 +240,9 @@ class TensorBoardRun(keras.callbacks.Callback):
             for v, value in zip(restore, saved, strict=True):
                 v.assign(value)
             missing = [i for i, g in enumerate(grads) if g is None]
-            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables, strict=True)]
+            grads = [
+                tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables, strict=True)
+            ]
             return grads, missing
 
         @tf.function(reduce_retracing=True)
@@ -274,7 +277,10 @@ class TensorBoardRun(keras.callbacks.Callback):
                 self._dynamics_fns = self._make_dynamics_fns()
             optimizer = self.model.optimizer
             rate = optimizer.learning_rate if optimizer is not None else None
-            self._before = (self._dynamics_fns[1](), None if rate is None else float(np.asarray(rate)))
+            self._before = (
+                self._dynamics_fns[1](),
+                None if rate is None else float(np.asarray(rate)),
+            )
 
     def _measure(self):
         """The dynamics of the batch just trained (update ratio) and of the probe (gradients)."""
@@ -326,10 +332,8 @@ class TensorBoardRun(keras.callbacks.Callback):
                     self.writers.close,
                     self.state.close,
                 ):
-                    try:
+                    with contextlib.suppress(Exception):  # the first error is the one to report
                         close()
-                    except Exception:  # noqa: BLE001 - the first error is the one to report
-                        pass
             raise
 
     def _batch_end(self, batch, logs=None):

@@ -195,7 +195,8 @@ class LayerRecorder:
       activations: write `<layer>/activations` histograms when `record` gets a batch.
       gradient_histograms: write `<tag>/gradient` histograms when `record` gets dynamics.
       activation_fractions: write `<layer>/activations/zero_fraction` and
-        `dead_fraction` when `record` gets a batch.
+        `dead_fraction` when `record` gets a batch (default False; the
+        Trainer and `TensorBoardRun` switch them on with their dynamics).
 
     Example:
 
@@ -212,7 +213,7 @@ class LayerRecorder:
         images: bool = True,
         activations: bool = True,
         gradient_histograms: bool = True,
-        activation_fractions: bool = True,
+        activation_fractions: bool = False,
     ):
         self.model = model
         self.activation_fractions = activation_fractions

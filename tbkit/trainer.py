@@ -40,7 +40,7 @@ from tbkit.distribute import (
     make_evaluator,
     make_train_step,
 )
-from tbkit.errors import TrainingError
+from tbkit.errors import TrainingError, reason
 from tbkit.graph import write_graph
 from tbkit.hparams import write_hparams
 from tbkit.interrupt import Interrupted, InterruptFlag
@@ -306,12 +306,17 @@ class Trainer:
             it = iter(ds)
             for step in range(start + 1, steps + 1):
                 t = time.perf_counter()
-                x, y = next(it)
                 record = step % self.summary_every == 0
-                if record and self.dynamics:
-                    _, batch_acc, dyn = train_step.recording(x, y)
-                else:
-                    (_, batch_acc), dyn = train_step(x, y), None
+                try:
+                    x, y = next(it)
+                    if record and self.dynamics:
+                        _, batch_acc, dyn = train_step.recording(x, y)
+                    else:
+                        (_, batch_acc), dyn = train_step(x, y), None
+                except tf.errors.OpError as e:  # not an event-file failure: say what failed
+                    raise TrainingError(
+                        f"the train step failed at step {step}: {reason(e)}"
+                    ) from None
                 self.timings["train_steps"] += time.perf_counter() - t
                 if record:
                     t = time.perf_counter()
@@ -396,7 +401,11 @@ class Trainer:
             # summaries with their `nonfinite` counts.
             tf.summary.text(
                 "health",
-                f"step {step}:\n\n" + "\n".join(f"- {line}" for line in lines or [f"the training loss became {loss_sum} {where}"]),
+                f"step {step}:\n\n"
+                + "\n".join(
+                    f"- {line}"
+                    for line in lines or [f"the training loss became {loss_sum} {where}"]
+                ),
                 step=step,
             )
             self.recorder.record(step)

@@ -178,7 +178,10 @@ def test_diverging_loss_stops_with_one_line_and_writes_no_diverged_checkpoint(tm
     code = cli.main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
-    assert re.search(r"the training loss became nan at step [1-5] \(first non-finite (value|gradient): layer_", err[0])
+    assert re.search(
+        r"the training loss became nan at step [1-5] \(first non-finite (value|gradient): layer_",
+        err[0],
+    )
     assert err[0].endswith("Best checkpoint kept: none yet")
     run = tmp_path / "nan"
     # Checked before each checkpoint: neither a best nor a latest one holds NaN weights.

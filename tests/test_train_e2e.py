@@ -253,8 +253,12 @@ def test_report_table(finished_run):
         check=True,
         cwd=ROOT,
     ).stdout
-    header, row = out.splitlines()
+    table, health = out.split("\n\nHealth")
+    header, row = table.splitlines()
     assert header.split()[:2] == ["run", "iterations"]
+    # Below the table: the run's latest health text, as the Text dashboard shows it.
+    last = max(scalars(load_events(str(run / "validation")), "accuracy"))
+    assert f"\n  fx: step {last} (dynamics of step " in health
     cells = row.split()
     val = scalars(load_events(str(run / "validation")), "accuracy")
     best_value, neg_step = max((v, -s) for s, v in val.items())
@@ -305,7 +309,7 @@ def test_report_on_finished_early_stopped_and_interrupted_runs(tmp_path):
         check=True,
         cwd=ROOT,
     ).stdout
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    rows = {line.split()[0]: line.split() for line in out.split("\n\nHealth")[0].splitlines()[1:]}
     assert rows["a-finished"][1] == "20" and rows["a-finished"][5] == "finished"
     assert rows["b-early"][5] == "early-stopped" and int(rows["b-early"][1]) < 300
     assert rows["c-interrupted"][5] == "interrupted" and rows["c-interrupted"][4] == "-"
