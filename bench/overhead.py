@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument(
-        "--cadences", default="100,10,1", help="summary cadences to compare with bare"
+        "--cadences", default="100,10", help="summary cadences to compare with bare"
     )
     parser.add_argument("--data-dir", default=os.path.join("tests", "data", "mnist_fixture"))
     parser.add_argument("--batch-size", type=int, default=64)

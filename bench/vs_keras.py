@@ -8,11 +8,14 @@ data, one epoch per measurement, configurations interleaved in one process:
   none     no callback
   keras    keras.callbacks.TensorBoard(histogram_freq=1, write_images=True,
            update_freq="epoch"): weight histograms and weight images once per epoch
+  keras-all  the Keras callbacks that together do what TensorBoardRun does beyond
+           pictures: TensorBoard as above + ModelCheckpoint(save_best_only=True,
+           weights) + BackupAndRestore (resume after interruption)
   tbkit    tbkit.keras.TensorBoardRun(summary_freq="epoch", dynamics=False):
            weight scalars + histograms + filter grids once per epoch, plus
            best/latest checkpoints (matched cadence, more content)
   tbkit-dyn  the same with the training dynamics on (the default): gradients
-           on a 128-example probe batch (norms + histograms), update ratios
+           on a 32-example probe batch (norms + histograms), update ratios
            around the epoch's last batch, zero / dead activation fractions,
            learning rate, global norm, and the `health` findings
 
@@ -96,6 +99,7 @@ def main(argv=None) -> None:
     parser.add_argument("--train-images", type=int, default=20_000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--kinds", default="none,keras,keras-all,tbkit,tbkit-dyn")
     args = parser.parse_args(argv)
 
     d = tbkit.datasets.mnist.load(args.data_dir, validation_size=5000, log=lambda _: None)
@@ -113,17 +117,33 @@ def main(argv=None) -> None:
                     )
                 )
             ]
+        if kind == "keras-all":
+            return [
+                Timed(
+                    keras.callbacks.TensorBoard(
+                        logdir, histogram_freq=1, write_images=True, update_freq="epoch"
+                    )
+                ),
+                Timed(
+                    keras.callbacks.ModelCheckpoint(
+                        os.path.join(logdir, "best.weights.h5"), monitor="val_accuracy",
+                        save_best_only=True, save_weights_only=True,
+                    )
+                ),
+                Timed(keras.callbacks.BackupAndRestore(os.path.join(logdir, "backup"))),
+            ]  # fmt: skip
         if kind == "tbkit":
             return [Timed(tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", dynamics=False))]
         if kind == "tbkit-dyn":
             run = tbkit.keras.TensorBoardRun(
-                logdir, summary_freq="epoch", probe=(xv[:128], yv[:128])
+                logdir, summary_freq="epoch", probe=(xv[:32], yv[:32])
             )
             return [Timed(run)]
         return []
 
-    times = {k: [] for k in ("none", "keras", "tbkit", "tbkit-dyn")}
-    in_hooks = {k: [] for k in ("keras", "tbkit", "tbkit-dyn")}
+    kinds = args.kinds.split(",")
+    times = {k: [] for k in kinds}
+    in_hooks = {k: [] for k in kinds if k != "none"}
     with tempfile.TemporaryDirectory() as root:
         for rep in range(args.reps + 1):  # the first round warms up and is dropped
             order = list(times)
@@ -144,8 +164,8 @@ def main(argv=None) -> None:
                 if rep:
                     times[kind].append(time.perf_counter() - t0)
                     if cbs:
-                        in_hooks[kind].append(cbs[0].seconds)
-    none = statistics.median(times["none"])
+                        in_hooks[kind].append(sum(cb.seconds for cb in cbs))
+    none = statistics.median(times["none"]) if "none" in times else float("nan")
     print(
         f"# time inside the callback's hooks per fit ({args.epochs} epoch(s)), median of {args.reps}"
     )

@@ -9,6 +9,9 @@ headless Chromium with Playwright, and saves one small PNG per view:
   docs/distributions.png  the distribution of layer_fc1's weights over time
   docs/filters.png        the layer_conv1 filter grid
   docs/confusion.png      the test-set confusion matrix of the best checkpoint
+  docs/dynamics.png       Custom Scalars: layer_fc1's gradient norms and update ratios
+  docs/health.png         the `health` text of --broken-run (e.g. one trained with
+                          --learning-rate 1.0), if given
 
 Needs `chromium` (apt-get install chromium) and `playwright` (the test extra).
 """
@@ -43,6 +46,7 @@ def main(argv=None) -> None:
     parser.add_argument("--logdir", default="logs")
     parser.add_argument("--run", default=None, help="run name (default: the last one in --logdir)")
     parser.add_argument("--out", default="docs")
+    parser.add_argument("--broken-run", default=None, help="a run whose health text to picture")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args(argv)
 
@@ -65,10 +69,12 @@ def main(argv=None) -> None:
         ctx = launch_chromium(p, profile, args.chromium, viewport={"width": 1280, "height": 900})
         page = ctx.new_page()
 
-        def card(hash_: str, run_regex: str, tag_regex: str, element: str, text: str, name: str):
+        def card(hash_: str, run_regex: str, tag_regex: str | None, element: str, text: str,
+                 name: str):  # fmt: skip
             page.goto(f"{base}/#{hash_}", wait_until="networkidle")
             _only_run(page, run_regex)
-            _filter_tags(page, tag_regex)
+            if tag_regex is not None:
+                _filter_tags(page, tag_regex)
             target = page.locator(element).filter(has=page.get_by_text(text, exact=True)).first
             target.wait_for(timeout=30_000)
             page.wait_for_timeout(2500)  # let charts and images finish drawing
@@ -108,6 +114,23 @@ def main(argv=None) -> None:
             "tag: confusion_matrix",
             "confusion.png",
         )
+        card(
+            "custom_scalars",
+            f"^{run}/train$",
+            None,
+            "tf-custom-scalar-multi-line-chart-card",
+            "layer_fc1",
+            "dynamics.png",
+        )
+        if args.broken_run:
+            card(
+                "text",
+                f"^{args.broken_run}/train$",
+                "^health$",
+                "tf-text-loader",
+                "health",
+                "health.png",
+            )
         ctx.close()
 
 

@@ -67,7 +67,7 @@ class TensorBoardRun(keras.callbacks.Callback):
       gradient_histograms: also write each gradient's histogram (default True).
       probe: an `(x, y)` batch for the gradients and activation fractions
         (default: the first `probe_size` examples of `validation_data`).
-      probe_size: examples taken from `validation_data` for the probe (default 128).
+      probe_size: examples taken from `validation_data` for the probe (default 32).
       monitor: the `logs` key deciding what "best" means (default `"val_accuracy"`).
       mode: `"max"`, `"min"` or `"auto"` (min for names containing "loss").
       min_delta: margin an improvement must exceed.
@@ -94,7 +94,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         dynamics: bool = True,
         gradient_histograms: bool = True,
         probe=None,
-        probe_size: int = 128,
+        probe_size: int = 32,
         mode: str = "auto",
         min_delta: float = 0.0,
         patience: int | None = None,
@@ -153,9 +153,9 @@ class TensorBoardRun(keras.callbacks.Callback):
         self._probe_batch = self._find_probe() if self.dynamics else None
         self.recorder = LayerRecorder(
             self.model, histograms=self.histograms, images=self.images,
-            activations=self._probe_batch is not None,
+            activations=False,  # the probe's activation histograms would double the cost
             gradient_histograms=self.gradient_histograms and self.dynamics,
-            activation_fractions=self.dynamics,
+            activation_fractions=self._probe_batch is not None,
         )  # fmt: skip
         self._dynamics_fns = None
         with strategy.scope():
@@ -230,7 +230,15 @@ class TensorBoardRun(keras.callbacks.Callback):
         # dropout seeds and metric totals are put back as they were.
         restore = [v for v in model.non_trainable_variables + model.metrics_variables]
 
-        @tf.function(reduce_retracing=True)
+        # A batch cadence compiles (many calls); once an epoch runs eagerly: tracing
+        # would cost more than the few calls it speeds up (as for the recorder).
+        compile_ = (
+            (lambda f: tf.function(f, reduce_retracing=True))
+            if self.summary_freq != "epoch"
+            else (lambda f: f)
+        )
+
+        @compile_
         def gradients(x, y):
             saved = [tf.identity(v.value) for v in restore]
             with tf.GradientTape() as tape:
@@ -245,11 +253,11 @@ class TensorBoardRun(keras.callbacks.Callback):
             ]
             return grads, missing
 
-        @tf.function(reduce_retracing=True)
+        @compile_
         def snapshot():
             return [tf.identity(v.value) for v in variables]
 
-        @tf.function(reduce_retracing=True)
+        @compile_
         def norms(grads, before):
             norm = lambda t: tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))  # noqa: E731
             grad_norm = tf.stack([norm(g) for g in grads]) if grads else tf.zeros([0])

@@ -231,7 +231,7 @@ class LayerRecorder:
         for o in owned:
             if o.model_path == () and id(o.top_layer) not in owners and o.top_layer is not model:
                 owners[id(o.top_layer)] = o.layer_path[0]
-        wanted = activations and (histograms or activation_fractions)
+        wanted = (activations and histograms) or activation_fractions
         self._probe = _activation_probe(model, owners) if wanted else None
         self._owners = list(owners.values())
         # Trainable variables by their index in `model.trainable_variables`, which
@@ -264,7 +264,7 @@ class LayerRecorder:
             self._owners = list(acts)  # the order of the rows returned (set when traced)
             for owner, act in acts.items():
                 with scope(owner):
-                    if self.histograms:
+                    if self.histograms and self.activations:
                         results.append(histogram("activations", act, step=step))
                 if not self.activation_fractions:
                     continue
