@@ -92,9 +92,9 @@ KILL_ARGS = ["--data-dir", FIXTURE, "--validation-size", "500", "--num-iteration
              "--summary-every", "5", "--checkpoint-every", "5", "--require-improvement", "1000", "--seed", "9"]  # fmt: skip
 
 
-#: Kills per run of the test: 8 in the suite (half in start-up, half in training);
+#: Kills per run of the test: 6 in the suite (half in start-up, half in training);
 #: `TBKIT_KILLS=30 python -m pytest tests/test_reliability.py -k sigkill` for the long run.
-KILLS = int(os.environ.get("TBKIT_KILLS", "8"))
+KILLS = int(os.environ.get("TBKIT_KILLS", "6"))
 
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
