@@ -70,13 +70,15 @@ def main(argv=None) -> None:
         page = ctx.new_page()
 
         def card(hash_: str, run_regex: str, tag_regex: str | None, element: str, text: str,
-                 name: str):  # fmt: skip
+                 name: str, expand: bool = False):  # fmt: skip
             page.goto(f"{base}/#{hash_}", wait_until="networkidle")
             _only_run(page, run_regex)
             if tag_regex is not None:
                 _filter_tags(page, tag_regex)
             target = page.locator(element).filter(has=page.get_by_text(text, exact=True)).first
             target.wait_for(timeout=30_000)
+            if expand:  # the card's first button enlarges its chart
+                target.locator("paper-icon-button, button").first.click()
             page.wait_for_timeout(2500)  # let charts and images finish drawing
             path = os.path.join(args.out, name)
             target.screenshot(path=path)
@@ -121,6 +123,7 @@ def main(argv=None) -> None:
             "tf-custom-scalar-multi-line-chart-card",
             "layer_fc1",
             "dynamics.png",
+            expand=True,
         )
         if args.broken_run:
             card(
