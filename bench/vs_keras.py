@@ -135,9 +135,7 @@ def main(argv=None) -> None:
         if kind == "tbkit":
             return [Timed(tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", dynamics=False))]
         if kind == "tbkit-dyn":
-            run = tbkit.keras.TensorBoardRun(
-                logdir, summary_freq="epoch", probe=(xv[:32], yv[:32])
-            )
+            run = tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", probe=(xv[:32], yv[:32]))
             return [Timed(run)]
         return []
 

@@ -252,3 +252,27 @@ def test_broken_runs_are_flagged_by_health_and_report(tmp_path, capsys):
     assert "layer_conv2: dead units" in lines["high"]
     assert "learning rate 9.6e-08 barely moves" in lines["low"]  # 1e-7 decayed by 0.5 ** 0.06
     assert lines["default"].startswith("default: step 60 (dynamics of step 60): no findings")
+
+
+def test_callback_switches_and_probe_size(tmp_path, digits):
+    x, y = digits
+    for name, kw in {"off": {"dynamics": False},
+                     "small": {"probe_size": 10, "gradient_histograms": False}}.items():  # fmt: skip
+        model = cnn()
+        model.compile(keras.optimizers.SGD(0.01), SCCE)
+        cb = tbkit.keras.TensorBoardRun(str(tmp_path / name), validation_data=(x[:100], y[:100]),
+                                        restore_best_weights=False, monitor="val_loss", **kw)  # fmt: skip
+        model.fit(x[:64], y[:64], batch_size=32, epochs=1, validation_data=(x[:100], y[:100]),
+                  callbacks=[cb], verbose=0)  # fmt: skip
+        acc = load_events(str(tmp_path / name / "train"))
+        tags = set(acc.Tags()["tensors"])
+        if name == "off":
+            assert not {t for t in tags if "gradient" in t or "health" in t or "fraction" in t}
+            continue
+        assert "head/kernel/gradient_norm" in tags and "head/kernel/gradient" not in tags
+        # The probe is the first probe_size examples of validation_data.
+        with tf.GradientTape() as tape:
+            pred = model(x[:10], training=True)
+            loss = model.compute_loss(x=x[:10], y=y[:10], y_pred=pred, training=True)
+        g = tape.gradient(loss, model.get_layer("head").kernel)
+        assert scalars(acc, "head/kernel/gradient_norm")[2] == pytest.approx(l2(g), rel=1e-4)

@@ -126,7 +126,9 @@ def test_training_dynamics_layout_and_health(server):
     data = get(server + "/data/plugin/custom_scalars/scalars?" + query)
     series = data["tag_to_events"]
     assert data["regex_valid"] and set(series) == {
-        f"layer_fc1/{v}/{s}" for v in ("weights", "biases") for s in ("gradient_norm", "update_ratio")
+        f"layer_fc1/{v}/{s}"
+        for v in ("weights", "biases")
+        for s in ("gradient_norm", "update_ratio")
     }
     assert [e[1] for e in series["layer_fc1/weights/gradient_norm"]] == list(range(10, 61, 10))
     assert all(e[2] > 0 for events in series.values() for e in events)
