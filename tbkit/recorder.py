@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from tbkit import images as tbi
 from tbkit.dynamics import Dynamics
-from tbkit.summaries import histogram, variable_summaries
+from tbkit.summaries import _buckets_numpy, histogram, variable_summaries, write_eagerly
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,6 +251,18 @@ class LayerRecorder:
             for tag, v in self.tags.items()
         ]
         outer = tf.get_current_name_scope()
+        eager = tf.executing_eagerly()
+        pending = []  # eager: written at the end as one Summary (see write_eagerly)
+
+        def scalar(path, name, value):
+            if eager:
+                tag = "/".join(p for p in (outer, path, name) if p)
+                pending.append((tag, "scalar", np.asarray(value)))
+            elif path:
+                with scope(path):
+                    tf.summary.scalar(name, value, step=step)
+            else:
+                tf.summary.scalar(f"{outer}/{name}" if outer else name, value, step=step)
 
         def scope(name):
             # An absolute scope: in a graph the forward pass already used this
@@ -272,24 +284,27 @@ class LayerRecorder:
                 zero_fraction = tf.reduce_mean(tf.cast(zero, tf.float32))
                 axes = list(range(len(act.shape) - 1)) or None
                 dead = tf.reduce_mean(tf.cast(tf.reduce_all(zero, axis=axes), tf.float32))
-                with scope(f"{owner}/activations"):
-                    tf.summary.scalar("zero_fraction", zero_fraction, step=step)
-                    tf.summary.scalar("dead_fraction", dead, step=step)
+                scalar(f"{owner}/activations", "zero_fraction", zero_fraction)
+                scalar(f"{owner}/activations", "dead_fraction", dead)
                 rows.append(tf.stack([zero_fraction, dead]))
             if rows:
                 fractions = tf.stack(rows)
         if dyn is not None:
             grads = dyn["gradients"]
             for i, tag in self._trainable:
-                with scope(tag):
-                    tf.summary.scalar("gradient_norm", dyn["gradient_norm"][i], step=step)
-                    ratio = tf.math.divide_no_nan(dyn["update_norm"][i], dyn["weight_norm"][i])
-                    tf.summary.scalar("update_ratio", ratio, step=step)
-                    if self.gradient_histograms:
+                scalar(tag, "gradient_norm", dyn["gradient_norm"][i])
+                ratio = tf.math.divide_no_nan(dyn["update_norm"][i], dyn["weight_norm"][i])
+                scalar(tag, "update_ratio", ratio)
+                if self.gradient_histograms and eager:
+                    full = "/".join(p for p in (outer, tag, "gradient") if p)
+                    pending.append((full, "histogram", _buckets_numpy(np.asarray(grads[i]), 30)))
+                elif self.gradient_histograms:
+                    with scope(tag):
                         histogram("gradient", grads[i], step=step)
-            top = f"{outer}/" if outer else ""
-            tf.summary.scalar(f"{top}gradient_global_norm", dyn["global_norm"], step=step)
-            tf.summary.scalar(f"{top}learning_rate", dyn["learning_rate"], step=step)
+            scalar("", "gradient_global_norm", dyn["global_norm"])
+            scalar("", "learning_rate", dyn["learning_rate"])
+        if pending:
+            results.append(write_eagerly(pending, step=step))
         return tf.reduce_all(tf.stack(results)), fractions
 
     def record(self, step=None, inputs=None, compiled: bool = True, dynamics=None):

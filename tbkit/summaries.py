@@ -209,6 +209,31 @@ def variable_summaries(
     return tf.cond(tf.summary.should_record_summaries(), record, lambda: tf.constant(False))
 
 
+def write_eagerly(values, step=None) -> tf.Tensor:
+    """Writes eager summaries as one raw `Summary` proto: `[(tag, kind, value)]`.
+
+    `kind` is `"scalar"` (a number) or `"histogram"` (a `[k, 3]` bucket array as
+    `histogram` computes it). The events are what `tf.summary.scalar` and
+    `histogram` write (same plugins, dtypes and tags), at ~0.03 ms per value
+    instead of ~0.8 ms per eager summary op: an epoch-end recording writes dozens.
+    """
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.histogram import metadata as histogram_metadata
+    from tensorboard.plugins.scalar import metadata as scalar_metadata
+    from tensorboard.util import tensor_util
+
+    kinds = {
+        "scalar": (scalar_metadata.create_summary_metadata(None, None), np.float32),
+        "histogram": (histogram_metadata.create_summary_metadata(None, None), np.float64),
+    }
+    summary = summary_pb2.Summary()
+    for tag, kind, value in values:
+        metadata, dtype = kinds[kind]
+        entry = summary.value.add(tag=tag, metadata=metadata)
+        entry.tensor.CopyFrom(tensor_util.make_tensor_proto(np.asarray(value, dtype=dtype)))
+    return tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+
+
 def _record_eagerly(var, scope: str, step, histogram: bool, buckets) -> tf.Tensor:
     """`variable_summaries` outside `tf.function`: the statistics in numpy.
 
@@ -227,10 +252,19 @@ def _record_eagerly(var, scope: str, step, histogram: bool, buckets) -> tf.Tenso
     else:  # what the compiled reductions give for no values
         mean = stddev = np.float32("nan")
         vmin, vmax = np.float32("inf"), np.float32("-inf")
-    ok = _write_stats(scope, step, (mean, stddev, vmin, vmax), finite, histogram, buckets)
+    values = [
+        (scope + tag, "scalar", value)
+        for tag, value in zip(
+            ("mean", "stddev", "min", "max"), (mean, stddev, vmin, vmax), strict=True
+        )
+    ]
+    if histogram:
+        count = 30 if buckets is None else int(buckets)
+        values.append((scope + "histogram", "histogram", _buckets_numpy(finite, count)))
     if nonfinite:
-        with tf.name_scope(scope):
-            tf.summary.scalar("nonfinite", float(nonfinite), step=step)
+        values.append((scope + "nonfinite", "scalar", float(nonfinite)))
+    ok = write_eagerly(values, step=step)
+    if nonfinite:
         _warn_nonfinite(scope[:-1].encode(), nonfinite)
     return ok
 
