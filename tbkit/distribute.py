@@ -112,7 +112,8 @@ def make_train_step(
     return TrainStep(strategy, model, optimizer, loss_fn, window, classifier, jit_compile)
 
 
-def _norm(t) -> tf.Tensor:
+def l2_norm(t) -> tf.Tensor:
+    """The L2 norm of a tensor or variable, in float32."""
     t = tf.cast(tf.convert_to_tensor(t), tf.float32)
     return tf.sqrt(tf.reduce_sum(tf.square(t)))
 
@@ -232,7 +233,9 @@ class TrainStep:
                 loss, correct, count = reduce(loss), reduce(correct), reduce(count)
                 window.assign_add(tf.stack([loss, correct, count, 1.0]))
             with tf.name_scope("guard/"):
-                flags = reduce(flags) if n else tf.zeros([2, 1])
+                # The first replica's flags: values are the same on every replica,
+                # and a reduction would add a collective to every step.
+                flags = strategy.experimental_local_results(flags)[0] if n else tf.zeros([2, 1])
                 seen = self._guard[0] + 1
                 first = tf.logical_and(
                     tf.equal(self._guard[1], 0), tf.logical_not(tf.math.is_finite(loss))
@@ -263,14 +266,14 @@ class TrainStep:
 
     def _after(self, dyn):
         grads, before, lr = dyn
-        grad_norm = tf.stack([_norm(g) for g in grads])
+        grad_norm = tf.stack([l2_norm(g) for g in grads])
         return {
             "gradients": grads,
             "gradient_norm": grad_norm,
-            "weight_norm": tf.stack([_norm(b) for b in before]),
+            "weight_norm": tf.stack([l2_norm(b) for b in before]),
             "update_norm": tf.stack(
                 [
-                    _norm(tf.convert_to_tensor(v) - b)
+                    l2_norm(tf.convert_to_tensor(v) - b)
                     for v, b in zip(self.variables, before, strict=True)
                 ]
             ),
@@ -297,7 +300,7 @@ class TrainStep:
 
     def first_nonfinite(self) -> tuple[int, list[int], list[int]] | None:
         """`(batch, value indices, gradient indices)` of the window's first non-finite loss."""
-        seen, first = (int(v) for v in self._guard.numpy())
+        first = int(self._guard.numpy()[1])
         if not first:
             return None
         flags = self._guard_flags.numpy()

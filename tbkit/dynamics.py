@@ -184,22 +184,31 @@ def findings(d: Dynamics | None) -> list[str]:
     return out
 
 
-def health_text(d: Dynamics | None, step: int) -> str:
+def health_text(step: int, lines: list[str], recorded: int | None = None) -> str:
     """The `health` text: the findings as a Markdown list, or "no findings"."""
-    lines = findings(d)
-    if d is None:
-        return f"step {step}: no training dynamics recorded yet"
-    head = f"step {step} (dynamics of step {d.step})"
+    head = f"step {step}" + (f" (dynamics of step {recorded})" if recorded is not None else "")
     if not lines:
         return f"{head}: {NO_FINDINGS}"
     return head + ":\n\n" + "\n".join(f"- {line}" for line in lines)
 
 
-def write_health(d: Dynamics | None, step: int) -> None:
+def write_health(step: int, lines: list[str], recorded: int | None = None) -> None:
     """Writes the `health` text summary to the default writer."""
     import tensorflow as tf
 
-    tf.summary.text("health", health_text(d, step), step=step)
+    tf.summary.text("health", health_text(step, lines, recorded), step=step)
+
+
+def write_findings(d: Dynamics | None, step: int) -> list[str]:
+    """Writes the `health` text of recording `d` at `step`; returns its findings."""
+    if d is None:
+        import tensorflow as tf
+
+        tf.summary.text("health", f"step {step}: no training dynamics recorded yet", step=step)
+        return []
+    lines = findings(d)
+    write_health(step, lines, d.step)
+    return lines
 
 
 def write_layout(tags) -> None:

@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from tbkit import dynamics as tbd
 from tbkit import images as tbi
-from tbkit.distribute import is_chief
+from tbkit.distribute import is_chief, l2_norm
 from tbkit.errors import TrainingError
 from tbkit.recorder import LayerRecorder
 from tbkit.recorder import variable_tags as variable_tags
@@ -183,7 +183,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         self._train_scope.__enter__()
         self._open = True
         if self.dynamics and not self.state.resumed:
-            tbd.write_layout([tag for _, tag in self.recorder._trainable])
+            tbd.write_layout(self.recorder.trainable_tags.values())
 
     def _step(self) -> int:
         return (
@@ -259,13 +259,12 @@ class TensorBoardRun(keras.callbacks.Callback):
 
         @compile_
         def norms(grads, before):
-            norm = lambda t: tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))  # noqa: E731
-            grad_norm = tf.stack([norm(g) for g in grads]) if grads else tf.zeros([0])
+            grad_norm = tf.stack([l2_norm(g) for g in grads]) if grads else tf.zeros([0])
             return {
                 "gradient_norm": grad_norm,
-                "weight_norm": tf.stack([norm(b) for b in before]),
+                "weight_norm": tf.stack([l2_norm(b) for b in before]),
                 "update_norm": tf.stack(
-                    [norm(v.value - b) for v, b in zip(variables, before, strict=True)]
+                    [l2_norm(v.value - b) for v, b in zip(variables, before, strict=True)]
                 ),
                 "global_norm": tf.sqrt(tf.reduce_sum(tf.square(grad_norm))),
             }
@@ -357,7 +356,7 @@ class TensorBoardRun(keras.callbacks.Callback):
     def _diverge(self, loss: float) -> None:
         """A non-finite training loss: stop, save nothing, name what is non-finite."""
         step = self._step()
-        trainable = [tag for _, tag in self.recorder._trainable]
+        trainable = list(self.recorder.trainable_tags.values())
         bad = [t for t in trainable if not np.all(np.isfinite(self.recorder.tags[t].numpy()))]
         if not bad:
             where = "every trainable variable is still finite"
@@ -375,7 +374,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         lines = [f"{t}: non-finite values (NaN or Inf) at step {step}" for t in bad[:1]] or [
             f"the training loss became {loss} at step {step}"
         ]
-        tf.summary.text("health", f"step {step}:\n\n- " + "\n- ".join(lines), step=step)
+        tbd.write_health(step, lines)
         self.recorder.record(step, compiled=False)
         self.model.stop_training = True
 
@@ -390,7 +389,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         if self.summary_freq == "epoch":
             self._record_variables(step)
         if self.dynamics:
-            tbd.write_health(self.recorder.latest, step)
+            tbd.write_findings(self.recorder.latest, step)
         value = logs.get(self.monitor)
         improved = False
         if value is not None:

@@ -245,6 +245,11 @@ class LayerRecorder:
         self._compiled = None
         self.latest: Dynamics | None = None
 
+    @property
+    def trainable_tags(self) -> dict[int, str]:
+        """`{index in model.trainable_variables: tag}`, in layer order (the gradients' order)."""
+        return dict(self._trainable)
+
     def _summaries(self, step, x=None, dyn=None):
         results = [
             variable_summaries(v, name=tag, step=step, histogram=self.histograms)

@@ -291,7 +291,7 @@ class Trainer:
         if start == 0:
             write_graph(train_step, *spec_source.element_spec)
             if self.dynamics:
-                tbd.write_layout([tag for _, tag in self.recorder._trainable])
+                tbd.write_layout(self.recorder.trainable_tags.values())
         interactive = self.progress and sys.stdout.isatty()
         bar = tqdm(total=steps, initial=start, disable=not interactive, unit="step",
                    dynamic_ncols=True, leave=False)  # fmt: skip
@@ -385,7 +385,7 @@ class Trainer:
             batch, values, grads = guard
             bad_step = self._checked + batch
             where = f"at step {bad_step}"
-            by_index = dict(self.recorder._trainable)
+            by_index = self.recorder.trainable_tags
             order = list(self.recorder.tags)
             first = lambda idx: min((by_index[i] for i in idx if i in by_index), key=order.index)  # noqa: E731
             if any(i in by_index for i in values):
@@ -399,15 +399,7 @@ class Trainer:
         if self.chief:
             # What TensorBoard shows of the failure: the finding, and the weights'
             # summaries with their `nonfinite` counts.
-            tf.summary.text(
-                "health",
-                f"step {step}:\n\n"
-                + "\n".join(
-                    f"- {line}"
-                    for line in lines or [f"the training loss became {loss_sum} {where}"]
-                ),
-                step=step,
-            )
+            tbd.write_health(step, lines or [f"the training loss became {loss_sum} {where}"])
             self.recorder.record(step)
         raise TrainingError(
             f"the training loss became {loss_sum} {where}; stopping (lower the learning "
@@ -423,10 +415,7 @@ class Trainer:
         tf.summary.scalar("loss", train_loss, step=step)
         if train_acc is not None:
             tf.summary.scalar("accuracy", train_acc, step=step)
-        found = []
-        if self.dynamics:
-            found = tbd.findings(self.recorder.latest)
-            tbd.write_health(self.recorder.latest, step)
+        found = tbd.write_findings(self.recorder.latest, step) if self.dynamics else []
         preds = None
         if validate is not None:
             val_loss, labels, pred = validate()
