@@ -148,3 +148,80 @@ def test_eager_and_compiled_write_the_same(tmp_path, values):
             np.testing.assert_array_equal(a, b)
         else:
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _large(kind: str) -> np.ndarray:
+    """Arrays past `LARGE`, where summaries take the chunked host path."""
+    rng = np.random.default_rng(5)
+    n = tbkit.summaries.LARGE + 12345  # several chunks and a ragged last one
+    if kind == "normal":
+        return rng.normal(0.5, 3.0, size=n).astype(np.float32)
+    if kind == "constant":
+        return np.full(n, -1.25, np.float32)
+    if kind == "nonfinite":  # NaN and Inf in two different chunks
+        data = rng.normal(size=n).astype(np.float32)
+        data[7] = np.nan
+        data[tbkit.summaries.CHUNK * 2 + 3] = -np.inf
+        return data
+    return (rng.integers(0, 9, size=n) * 0.5).astype(np.float32)  # many exact edge values
+
+
+@pytest.mark.parametrize("kind", ["normal", "constant", "edges"])
+def test_large_histogram_equals_tensorboards(tmp_path, kind):
+    """The chunked path writes TensorBoard's exact buckets, eagerly and compiled."""
+    data = _large(kind)
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default(step=1):
+        tf.summary.histogram("theirs", data)
+        tbkit.summaries.histogram("ours", data)
+        tf.function(lambda: tbkit.summaries.histogram("ours_compiled", tf.constant(data)))()
+        # Unknown static size: decided at run time.
+        spec = tf.TensorSpec([None], tf.float32)
+        dynamic = tf.function(lambda x: tbkit.summaries.histogram("ours_dynamic", x), [spec])
+        dynamic(tf.constant(data))
+    writer.close()
+    acc = load_events(str(tmp_path))
+    theirs = tf.make_ndarray(acc.Tensors("theirs")[0].tensor_proto)
+    for tag in ("ours", "ours_compiled", "ours_dynamic"):
+        np.testing.assert_array_equal(tf.make_ndarray(acc.Tensors(tag)[0].tensor_proto), theirs)
+
+
+@pytest.mark.parametrize("kind", ["normal", "nonfinite"])
+def test_large_variable_statistics(tmp_path, kind):
+    """Large variables: numpy's statistics of the finite values, eager = compiled."""
+    data = _large(kind)
+    finite = data[np.isfinite(data)].astype(np.float64)
+    var = tf.Variable(data)
+    tbkit.summaries._warned.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _, eager = write(tmp_path / "e", lambda: tbkit.variable_summaries(var, "w", step=3))
+        fn = tf.function(lambda: tbkit.variable_summaries(var, "w", step=3))
+        _, compiled = write(tmp_path / "c", fn)
+    for acc in (eager, compiled):
+        assert scalars(acc, "w/mean")[3] == pytest.approx(finite.mean(), rel=1e-6, abs=1e-6)
+        assert scalars(acc, "w/stddev")[3] == pytest.approx(finite.std(), rel=1e-6)
+        assert scalars(acc, "w/min")[3] == pytest.approx(finite.min())
+        assert scalars(acc, "w/max")[3] == pytest.approx(finite.max())
+        hist = tf.make_ndarray(acc.Tensors("w/histogram")[0].tensor_proto)
+        np.testing.assert_array_equal(hist, tbkit.summaries._buckets(finite, 30).numpy())
+        if kind == "nonfinite":
+            assert scalars(acc, "w/nonfinite") == {3: 2.0}
+        else:
+            assert "w/nonfinite" not in acc.Tags()["tensors"]
+
+
+def test_large_statistics_memory_is_bounded():
+    """The host statistics allocate at most a fixed pair of chunk buffers,
+    far below half of the tensor (numpy reports its allocations to tracemalloc)."""
+    import tracemalloc
+
+    data = np.random.default_rng(0).normal(size=4_000_000).astype(np.float32)  # 16 MB
+    data[1_000_001] = np.nan
+    tracemalloc.start()
+    try:
+        tbkit.summaries._host_statistics(data, 30)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.1 * data.nbytes, peak
