@@ -109,14 +109,18 @@ def main(argv=None) -> None:
         print(json.dumps(child(args.child[0], int(args.child[1]))))
         return
 
-    print("| values | method | first call | later calls (median) | ns/value | peak extra | x size |")
+    print(
+        "| values | method | first call | later calls (median) | ns/value | peak extra | x size |"
+    )
     print("|---|---|---|---|---|---|---|")
     for size in (int(float(s)) for s in args.sizes.split(",")):
         own_mb = size * 4 / 2**20
         for method in args.methods.split(","):
             if method.startswith("tb-") and size * 240 / 2**30 > args.tb_limit_gb:
                 need = size * 240 / 2**30
-                print(f"| {size:,} | {method} | skipped: its one-hot needs ~{need:.0f} GB | | | | |")
+                print(
+                    f"| {size:,} | {method} | skipped: its one-hot needs ~{need:.0f} GB | | | | |"
+                )
                 continue
             out = subprocess.run(
                 [sys.executable, __file__, "--child", method, str(size)],

@@ -187,7 +187,9 @@ def _host_statistics_op(values: tf.Tensor, bucket_count: int | None):
         return (np.int32(nonfinite), *np.asarray(stats, np.float32), buckets)
 
     out = tf.numpy_function(
-        run, [values], [tf.int32, tf.float32, tf.float32, tf.float32, tf.float32, tf.float64],
+        run,
+        [values],
+        [tf.int32, tf.float32, tf.float32, tf.float32, tf.float32, tf.float64],
         stateful=False,
     )
     for tensor in out[:5]:
