@@ -4,13 +4,10 @@
 A thin entry point: the flags are declared once in `tbkit/app/settings.py`.
 """
 
-import os
 import sys
 
-# Before TensorFlow is imported: keep its C++ start-up chatter off the console.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from tbkit.app.cli import main  # noqa: E402
+# TensorFlow is imported by `main`, quietly unless --verbose (tbkit/quiet.py).
+from tbkit.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

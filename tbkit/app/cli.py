@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 
 
@@ -67,14 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
                            default=default, help=meta["help"])  # fmt: skip
         else:
             p.add_argument(flag, dest=f.name, default=default, help=meta["help"])
+    # Not a training setting (nothing about the run changes): only what the console shows.
+    p.add_argument("--verbose", action="store_true",
+                   help="also show TensorFlow's native start-up lines (absl, CUDA, CPU "
+                   "features), hidden by default; TBKIT_VERBOSE=1 does the same")  # fmt: skip
     return p
 
 
 def main(argv=None) -> int:
     """Parses `argv` (default `sys.argv[1:]`), trains, returns the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    verbose = args.__dict__.pop("verbose")
 
+    from tbkit.quiet import import_tensorflow
+
+    import_tensorflow(verbose)
     from tbkit.app.program import train
     from tbkit.app.settings import TrainConfig
     from tbkit.errors import TbkitError
