@@ -312,7 +312,9 @@ class LayerRecorder:
             results.append(write_eagerly(pending, step=step))
         return tf.reduce_all(tf.stack(results)), fractions
 
-    def record(self, step=None, inputs=None, compiled: bool = True, dynamics=None):
+    def record(
+        self, step=None, inputs=None, compiled: bool = True, dynamics=None, filters: bool = True
+    ):
         """Writes every summary to the default writer.
 
         Args:
@@ -323,6 +325,9 @@ class LayerRecorder:
             called many times) or eagerly in numpy (no tracing: for a few calls).
           dynamics: what `TrainStep.recording` returns (gradients, norms,
             learning rate): writes the gradient summaries too (optional).
+          filters: also draw the filter grids (when the recorder has `images`);
+            the Trainer draws them at its image cadence only, as PNGs are most
+            of a run's event-file size.
 
         Returns:
           True if the summaries were recorded. `self.latest` then holds the
@@ -350,7 +355,7 @@ class LayerRecorder:
         else:
             ok, fractions = self._summaries(*args)
         self.latest = self._host_dynamics(int(step), fractions, dynamics)
-        for tag, kernel in self.kernels.items():
+        for tag, kernel in self.kernels.items() if filters else ():
             tbi.filters_summary(tag, np.asarray(kernel.numpy()), step=step)
         return bool(ok)
 

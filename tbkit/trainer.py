@@ -77,7 +77,9 @@ class Trainer:
       summary_every: record the layer summaries every N steps (default 100).
       checkpoint_every: write a latest checkpoint every N steps (default 500).
       image_every: validation images at improvements at most every N steps
-        (default 500; the final best is always pictured).
+        (default 500; the final best is always pictured), and the filter grids
+        at the first summary step of the run and the first at or after each
+        multiple of N.
       histograms, images: write histograms / image summaries (default True).
       dynamics: record the training dynamics at the summary cadence (gradient
         norms, update ratios, zero / dead activation fractions, global gradient
@@ -320,7 +322,8 @@ class Trainer:
                 self.timings["train_steps"] += time.perf_counter() - t
                 if record:
                     t = time.perf_counter()
-                    self.recorder.record(step, first_replica(self.strategy, x), dynamics=dyn)
+                    self.recorder.record(step, first_replica(self.strategy, x), dynamics=dyn,
+                                         filters=self._draws_filters(step))  # fmt: skip
                     self.timings["summaries"] += time.perf_counter() - t
                 if step % self.eval_every == 0:
                     t = time.perf_counter()
@@ -405,6 +408,13 @@ class Trainer:
             f"the training loss became {loss_sum} {where}; stopping (lower the learning "
             f"rate?). Best checkpoint kept: {kept}"
         )
+
+    def _draws_filters(self, step: int) -> bool:
+        """Filter grids at the image cadence: the first recording of a run and the
+        first recording at or after each multiple of `image_every` (a rule of the
+        step alone, so a resumed run draws them where an uninterrupted one does)."""
+        previous = step - self.summary_every
+        return previous <= 0 or step // self.image_every != previous // self.image_every
 
     def _validate(self, state, writers, validate, step, monitor, batch_acc):
         loss_sum, correct, count, batches = (float(v) for v in self._window.numpy())

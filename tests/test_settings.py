@@ -87,7 +87,10 @@ OTHERS = {
     "summary_every": (5, lambda p, r: sorted(scalars(load_events(str(p / "train")),
                                                     "layer_fc1/weights/mean")) == [5, 10, 15, 20]),
     "checkpoint_every": (5, lambda p, r: latest_numbers(p) == [15, 20]),
-    "image_every": (1000, lambda p, r: len(load_events(str(p / "validation")).Tensors("confusion_matrix")) == 2),  # the first and the final best
+    # the first and the final best confusion matrix; filter grids at the first summary only
+    # (every summary step with BASE's image_every=5)
+    "image_every": (1000, lambda p, r: len(load_events(str(p / "validation")).Tensors("confusion_matrix")) == 2
+                    and len(load_events(str(p / "train")).Tensors("layer_conv1/filters")) == 1),
     "images": (False, lambda p, r: not any(t.endswith("/filters") for t in tags(p))
                and "confusion_matrix" not in tags(p, "validation")),
     "histograms": (False, lambda p, r: not any(t.endswith("histogram") or t.endswith("/activations")

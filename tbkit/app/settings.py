@@ -115,15 +115,18 @@ class TrainConfig:
         hparam=True,
     )
     summary_every: int = setting(
-        100, "record variable summaries and filter images every N iterations", check=POSITIVE_INT
+        100,
+        "record variable summaries and training dynamics every N iterations",
+        check=POSITIVE_INT,
     )
     checkpoint_every: int = setting(
         500, "save a checkpoint for resuming every N iterations", check=POSITIVE_INT
     )
     image_every: int = setting(
         500,
-        "write the validation confusion matrix and example errors at an improvement at most "
-        "every N iterations (the final best is always pictured)",
+        "draw the conv-filter grids every N iterations, and the validation confusion matrix "
+        "and example errors at an improvement at most every N iterations (the final best is "
+        "always pictured)",
         check=POSITIVE_INT,
     )
     data_dir: str | None = setting(
