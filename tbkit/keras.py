@@ -35,6 +35,7 @@ The x axis of every summary is the global training step (`optimizer.iterations`)
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 
 import keras
@@ -45,6 +46,7 @@ from tbkit import dynamics as tbd
 from tbkit import images as tbi
 from tbkit.distribute import is_chief, l2_norm
 from tbkit.errors import TrainingError
+from tbkit.profiling import Profiler, parse_steps
 from tbkit.recorder import LayerRecorder
 from tbkit.recorder import variable_tags as variable_tags
 from tbkit.runstate import RunState
@@ -63,6 +65,9 @@ class TensorBoardRun(keras.callbacks.Callback):
         summaries and filter images.
       histograms: record histograms (default True).
       images: record filter grids, confusion matrices and example errors (default True).
+      profile_steps: `"A:B"` or `(A, B)`: trace TensorFlow's profiler over
+        optimizer steps A to B (included, counted from 1 across epochs) into
+        `logdir/train` for TensorBoard's Profile tab (`pip install "tbkit[profile]"`).
       dynamics: record the training dynamics and the `health` findings (default True).
       gradient_histograms: also write each gradient's histogram (default True).
       probe: an `(x, y)` batch for the gradients and activation fractions
@@ -100,6 +105,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         patience: int | None = None,
         restore_best_weights: bool = True,
         class_names=None,
+        profile_steps=None,
         log=print,
     ):
         super().__init__()
@@ -124,6 +130,8 @@ class TensorBoardRun(keras.callbacks.Callback):
         self.class_names, self.log = class_names, log
         self.dynamics, self.gradient_histograms = dynamics, gradient_histograms
         self.probe, self.probe_size = probe, probe_size
+        self.profile_steps = parse_steps(profile_steps)
+        self._profiler: Profiler | None = None
         self._before = None
         self._diverged: str | None = None
         self._open = False
@@ -182,6 +190,8 @@ class TensorBoardRun(keras.callbacks.Callback):
         self._train_scope = self.writers.scope("train")
         self._train_scope.__enter__()
         self._open = True
+        self._profiler = Profiler(self.profile_steps if chief else None,
+                                  os.path.join(self.logdir, "train"))  # fmt: skip
         if self.dynamics and not self.state.resumed:
             tbd.write_layout(self.recorder.trainable_tags.values())
 
@@ -279,6 +289,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         return (self._step() + 1) % self.summary_freq == 0
 
     def on_train_batch_begin(self, batch, logs=None):
+        self._profiler.begin(self._step() + 1)
         if self.dynamics and self._will_record(batch):
             if self._dynamics_fns is None:
                 self._dynamics_fns = self._make_dynamics_fns()
@@ -321,6 +332,7 @@ class TensorBoardRun(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         with self._aborting():
             self._batch_end(batch, logs)
+            self._profiler.end(self._step())
 
     def on_epoch_end(self, epoch, logs=None):
         with self._aborting():
@@ -335,6 +347,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             if self._open:
                 self._open = False
                 for close in (
+                    self._profiler.stop,
                     lambda: self._train_scope.__exit__(None, None, None),
                     self.writers.close,
                     self.state.close,
@@ -444,6 +457,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             return
         self._open = False
         try:
+            self._profiler.stop()
             self._train_scope.__exit__(None, None, None)
             # A fit that ran out of epochs is not finished: a later fit with more
             # epochs continues from the saved epoch, like `initial_epoch`. The

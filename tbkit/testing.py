@@ -8,6 +8,7 @@ internet access. Not part of the public API (`tbkit.__all__`).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import socket
@@ -55,6 +56,8 @@ def get(url: str, data: dict | None = None, timeout: float = 20):
     with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers),
                                 timeout=timeout) as r:  # fmt: skip
         raw = r.read()
+        if r.headers.get("Content-Encoding") == "gzip":  # the profile plugin compresses
+            raw = gzip.decompress(raw)
         return json.loads(raw) if "json" in r.headers.get("Content-Type", "") else raw
 
 

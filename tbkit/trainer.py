@@ -44,6 +44,7 @@ from tbkit.errors import TrainingError, reason
 from tbkit.graph import write_graph
 from tbkit.hparams import write_hparams
 from tbkit.interrupt import Interrupted, InterruptFlag
+from tbkit.profiling import Profiler, parse_steps
 from tbkit.recorder import LayerRecorder
 from tbkit.results import Evaluation, FitResult, Validation
 from tbkit.runstate import RunState
@@ -89,6 +90,10 @@ class Trainer:
       gradient_histograms: also write each gradient's histogram (default True;
         needs `histograms` and `dynamics`).
       jit_compile: compile the train step with XLA (one replica only).
+      profile_steps: `"A:B"` or `(A, B)`: trace TensorFlow's profiler from step
+        A to step B (included) into the run's `train/` directory, for
+        TensorBoard's Profile tab (`pip install "tbkit[profile]"`). Chief only;
+        other steps pay nothing.
       class_names: names of the classes for the confusion matrix.
       strategy: the `tf.distribute` strategy the model was built under (default: the current one).
       hparams: a dict of hyperparameters for TensorBoard's HParams tab (optional).
@@ -117,6 +122,7 @@ class Trainer:
         dynamics: bool = True,
         gradient_histograms: bool = True,
         jit_compile: bool = False,
+        profile_steps=None,
         class_names=None,
         strategy: tf.distribute.Strategy | None = None,
         hparams: dict | None = None,
@@ -142,6 +148,7 @@ class Trainer:
         self.summary_every, self.checkpoint_every = summary_every, checkpoint_every
         self.image_every, self.histograms, self.images = image_every, histograms, images
         self.dynamics, self.jit_compile = dynamics, jit_compile
+        self.profile_steps = parse_steps(profile_steps)
         self.class_names = list(class_names) if class_names is not None else None
         self.strategy = strategy or tf.distribute.get_strategy()
         self.hparams, self.config = hparams, config
@@ -300,6 +307,8 @@ class Trainer:
         self._say = bar.write if interactive else self._log
         pending, last_image, stopped, step = None, -(10**12), False, start
         self._checked = start
+        profiler = Profiler(self.profile_steps if self.chief else None,
+                            os.path.join(state.path, "train"))  # fmt: skip
         use_signals = threading.current_thread() is threading.main_thread()
         flag = InterruptFlag() if use_signals else None
         try:
@@ -309,6 +318,7 @@ class Trainer:
             for step in range(start + 1, steps + 1):
                 t = time.perf_counter()
                 record = step % self.summary_every == 0
+                profiler.begin(step)
                 try:
                     x, y = next(it)
                     if record and self.dynamics:
@@ -325,6 +335,7 @@ class Trainer:
                     self.recorder.record(step, first_replica(self.strategy, x), dynamics=dyn,
                                          filters=self._draws_filters(step))  # fmt: skip
                     self.timings["summaries"] += time.perf_counter() - t
+                profiler.end(step)
                 if step % self.eval_every == 0:
                     t = time.perf_counter()
                     improved, preds = self._validate(
@@ -358,6 +369,7 @@ class Trainer:
                         128 + signum,
                     )
         finally:
+            profiler.stop()
             if flag:
                 flag.__exit__(None, None, None)
             bar.close()

@@ -97,6 +97,8 @@ OTHERS = {
                                                for t in tags(p))),
     "deterministic": (False, lambda p, r: not _determinism_on()),
     "run_name": ("other", lambda p, r: p.name == "other" and p.is_dir()),
+    # a trace of TensorFlow's profiler in the train run, where the Profile tab looks
+    "profile_steps": ("3:4", lambda p, r: bool(glob.glob(str(p / "train" / "plugins" / "profile" / "*" / "*.xplane.pb")))),
     "logdir": (None, None),  # where every run above went: tmp_path (checked by run_name)
     # Checked elsewhere, where the machinery they need is: data sources in test_mnist_data.py,
     # strategies (two logical CPUs, two processes) in test_distribute.py.
@@ -119,7 +121,7 @@ def test_every_setting_has_a_check():
 #: parts of the run, so one run shows each setting's own effect (and the baseline none).
 GROUPS = [
     ("summary_every", "checkpoint_every", "image_every", "deterministic", "run_name"),
-    ("num_iterations", "images", "histograms"),
+    ("num_iterations", "images", "histograms", "profile_steps"),
     ("require_improvement",),
 ]
 

@@ -24,7 +24,8 @@ ARTIFACTS = os.path.join(ROOT, "test-artifacts")
 def logdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tb_logs")
     args = ["--data-dir", FIXTURE, "--validation-size", "500", "--num-iterations", "60",
-            "--eval-every", "10", "--summary-every", "10", "--seed", "3"]  # fmt: skip
+            "--eval-every", "10", "--summary-every", "10", "--seed", "3",
+            "--profile-steps", "20:22"]  # fmt: skip
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train_mnist.py"), "--logdir", str(root), "--run-name", "fx", *args],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=subprocess_env(),
@@ -54,6 +55,16 @@ def test_runs_and_scalars(server, logdir):
     )
     logged = scalars(load_events(str(logdir / "fx" / "validation")), "accuracy")
     assert {step: value for _, step, value in served} == pytest.approx(logged)
+
+
+def test_profile_tab_lists_the_traced_run(server):
+    """`--profile-steps` wrote a trace where the Profile tab (tbkit[profile]) finds it."""
+    runs = get(server + "/data/plugin/profile/runs")
+    assert len(runs) == 1 and runs[0].startswith("fx/train/"), runs
+    tools = get(
+        server + "/data/plugin/profile/run_tools?" + urllib.parse.urlencode({"run": runs[0]})
+    )
+    assert any(t.startswith("trace_viewer") for t in tools) and "overview_page" in tools
 
 
 def test_histograms_and_distributions(server):

@@ -134,6 +134,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         image_every=config.image_every,
         histograms=config.histograms,
         images=config.images,
+        profile_steps=config.profile_steps,
         strategy=strategy,
         hparams=settings.hparams(config, seed),
         config={

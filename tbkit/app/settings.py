@@ -40,8 +40,15 @@ DECAY = Check(
 )
 SHIFT = Check(lambda v: _int(v) and 0 <= v <= 8, "an integer from 0 to 8")
 SEED = Check(lambda v: _int(v) and 0 <= v < 2**31, "an integer in [0, 2**31)")
+PROFILE_WINDOW = Check(lambda v: _profile_window(v), "A:B with 1 <= A <= B, e.g. 20:25")
 NAME = Check(lambda v: isinstance(v, str) and v not in ("", ".", "..") and "/" not in v,
              "a plain directory name")  # fmt: skip
+
+
+def _profile_window(value) -> bool:
+    from tbkit.profiling import valid_steps_text
+
+    return valid_steps_text(value)
 
 
 def setting(
@@ -154,6 +161,12 @@ class TrainConfig:
         "or MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (needs --seed); "
         "--batch-size is the global batch, split across replicas",
         choices=STRATEGIES,
+    )
+    profile_steps: str | None = setting(
+        None,
+        "trace TensorFlow's profiler over iterations A to B (e.g. 20:25) into the run's train/ "
+        "directory, for TensorBoard's Profile tab (pip install 'tbkit[profile]')",
+        check=PROFILE_WINDOW,
     )
     images: bool = setting(
         True, "write image summaries (filters, confusion matrix, errors)", flag="--no-images"
