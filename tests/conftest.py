@@ -51,7 +51,10 @@ def decode_image_events(acc, tag: str):
         width, height = int(blobs[0]), int(blobs[1])
         for png in blobs[2:]:
             assert png[:8] == b"\x89PNG\r\n\x1a\n"
-            image = np.asarray(Image.open(io.BytesIO(png)))
+            picture = Image.open(io.BytesIO(png))
+            if picture.mode == "P":  # palette PNGs (filter grids) show as RGB
+                picture = picture.convert("RGB")
+            image = np.asarray(picture)
             assert image.shape[:2] == (height, width)
             out.append((e.step, image))
     return out

@@ -42,7 +42,7 @@ def test_filter_grid_multichannel_tiles_every_input_channel():
     def cmap_of(v):
         return tuple(
             (
-                matplotlib.colormaps["seismic"]((v / np.abs(k).max() + 1) / 2)[:3]
+                matplotlib.colormaps["seismic"].resampled(255)((v / np.abs(k).max() + 1) / 2)[:3]
                 * np.array([255, 255, 255])
             ).astype(np.uint8)
         )  # noqa: E731
@@ -89,8 +89,9 @@ def test_example_errors_and_figure_closed():
 def test_image_summaries_decode_to_png(tmp_path):
     writer = tf.summary.create_file_writer(str(tmp_path))
     cm_image = tbkit.confusion_matrix_image(tbkit.confusion_matrix([0, 1, 1], [0, 1, 0], 10))
+    kernel = np.random.default_rng(4).normal(size=(5, 5, 3, 16)).astype(np.float32)
     with writer.as_default(step=3):
-        tbkit.filters_summary("layer_conv1/filters", np.ones((5, 5, 1, 16)))
+        tbkit.filters_summary("layer_conv1/filters", kernel)
         tbkit.confusion_matrix_summary("confusion_matrix", [0, 1, 1], [0, 1, 0], 10)
         tbkit.example_errors_summary("example_errors", np.zeros((3, 28, 28)), [0, 1, 1], [0, 1, 0])
     writer.close()
@@ -104,7 +105,8 @@ def test_image_summaries_decode_to_png(tmp_path):
     assert step == 3 and png.shape[:2] == cm_image.shape[:2]
     np.testing.assert_array_equal(png[..., :3], cm_image)
     [(_, filters)] = decode_image_events(acc, "layer_conv1/filters")
-    assert filters.shape[:2] == tbkit.filter_grid(np.ones((5, 5, 1, 16))).shape[:2]
+    # Written as a palette PNG, decoded to exactly the RGB grid.
+    np.testing.assert_array_equal(filters, tbkit.filter_grid(kernel))
 
 
 def test_writers_skip_rendering_without_a_writer(monkeypatch):
