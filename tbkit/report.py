@@ -30,6 +30,7 @@ class RunSummary:
     status: str
     best_checkpoint: str | None
     health: str | None = None  # the run's latest `health` text (training dynamics findings)
+    most_images: int = 0  # the most images one image tag of the run recorded
 
 
 def _scalars(logdir: str, tag: str) -> dict[int, float]:
@@ -59,6 +60,24 @@ def _last_text(logdir: str, tag: str) -> str | None:
     last = max(acc.Tensors(tag), key=lambda e: (e.step, e.wall_time))
     value = tf.make_ndarray(last.tensor_proto)
     return (value.item() if value.shape == () else value.reshape(-1)[0]).decode()
+
+
+def images_per_tag(logdir: str) -> dict[str, int]:
+    """How many images each image tag in `logdir` recorded (TensorBoard shows 10)."""
+    import glob
+
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    image_tags: set[str] = set()
+    counts: dict[str, int] = {}
+    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+        for event in EventFileLoader(path).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    image_tags.add(value.tag)
+                if value.tag in image_tags:
+                    counts[value.tag] = counts.get(value.tag, 0) + 1
+    return counts
 
 
 def _read_var(path: str | None, name: str):
@@ -117,6 +136,14 @@ def summarize_run(run_dir: str) -> RunSummary:
         status=status,
         best_checkpoint=best_path,
         health=_last_text(os.path.join(run_dir, "train"), "health"),
+        most_images=max(
+            (
+                n
+                for sub in ("train", "validation", "test")
+                for n in images_per_tag(os.path.join(run_dir, sub)).values()
+            ),
+            default=0,
+        ),  # fmt: skip
     )
 
 
@@ -177,6 +204,17 @@ def format_health(rows: list[RunSummary]) -> str:
     return "\n".join(lines)
 
 
+def format_images(rows: list[RunSummary], logdir: str) -> str:
+    """Which `--samples_per_plugin` shows every image: TensorBoard keeps 10 per tag."""
+    most = max((r.most_images for r in rows), default=0)
+    if most <= 10:
+        return f"\nImages: at most {most} per tag; TensorBoard shows them all."
+    return (
+        f"\nImages: up to {most} per tag; TensorBoard keeps 10 per tag by default. To see every "
+        f"one: tensorboard --logdir {logdir} --samples_per_plugin images={most}"
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tbkit.report", description="Summarise the tbkit runs under a logdir."
@@ -193,6 +231,7 @@ def main(argv=None) -> int:
     rows = [summarize_run(r) for r in runs]
     print(format_table(rows))
     print(format_health(rows))
+    print(format_images(rows, args.logdir))
     return 0
 
 

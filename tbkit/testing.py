@@ -68,6 +68,7 @@ def tensorboard_server(
     ready: Callable[[str], bool] | None = None,
     timeout: float = 90,
     reload_interval: float | None = None,
+    extra: list[str] | None = None,
 ) -> Iterator[str]:
     """Runs `tensorboard --logdir LOGDIR` on a free loopback port; yields its base URL.
 
@@ -82,6 +83,7 @@ def tensorboard_server(
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     if reload_interval is not None:
         cmd += ["--reload_interval", str(reload_interval)]
+    cmd += extra or []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
