@@ -53,8 +53,7 @@ def write_run(run_dir: str, iterations: int, data_dir: str) -> None:
     from tbkit.summaries import write_eagerly
 
     data = tbkit.datasets.mnist.load(data_dir, validation_size=100, log=lambda _: None)
-    x = tf.constant(data.train_images[:64])
-    y = tf.constant(data.train_labels[:64])
+    x, y = next(iter(tbkit.datasets.train_dataset(data.train_images, data.train_labels, 64, seed=0)))
     model = tbkit.MnistCNN()
     model(x[:1])
     window = tf.Variable(tf.zeros(4), trainable=False)
@@ -67,7 +66,7 @@ def write_run(run_dir: str, iterations: int, data_dir: str) -> None:
     labels = data.validation_labels[:100]
     preds = (labels + (np.arange(100) % 7 == 0)) % 10
     confusion = tbi.confusion_matrix_image(tbi.confusion_matrix(labels, preds, 10))
-    errors = tbi.example_errors_image(data.validation_images[:100], labels, preds)
+    errors = tbi.example_errors_image(data.validation_images[:100] / 255.0, labels, preds)
     writers = tbkit.RunWriters(run_dir)
     start = time.perf_counter()
     for step in range(100, iterations + 1, 100):

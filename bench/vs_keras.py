@@ -19,7 +19,15 @@ data, one epoch per measurement, configurations interleaved in one process:
            around the epoch's last batch, zero / dead activation fractions,
            learning rate, global norm, and the `health` findings
 
-Prints the median seconds per epoch and the ratio to `none`. Not a test.
+Prints the median seconds per epoch and the ratio to `none`, the time inside
+each callback's hooks and the peak resident memory during each kind's fits.
+
+`--model resnet50` swaps the CNN for `keras.applications.ResNet50` with random
+weights (23.6 M parameters, 320 variables, BatchNorm) on MNIST digits padded to
+32x32x3, the big-model case: there `tbkit` is `TensorBoardRun(dynamics=False,
+images=False)` (matched content: a histogram per variable, as
+`TensorBoard(histogram_freq=1)` without `write_images`, plus tbkit's scalars
+and checkpoints), `tbkit-dyn` the callback's defaults. Not a test.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import os
 import random
 import statistics
 import tempfile
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -56,6 +65,35 @@ def model():
         "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
     )
     return m
+
+
+def resnet50():
+    m = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
+    m.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=False), metrics=["accuracy"]
+    )
+    return m
+
+
+class PeakRSS:
+    """The largest resident set size of this process while inside the `with` (sampled)."""
+
+    def __enter__(self):
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            with open("/proc/self/statm") as f:
+                self.peak = max(self.peak, int(f.read().split()[1]) * page)
+            self._stop.wait(0.01)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 HOOKS = (
@@ -100,20 +138,31 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--kinds", default="none,keras,keras-all,tbkit,tbkit-dyn")
+    parser.add_argument("--model", choices=("cnn", "resnet50"), default="cnn")
+    parser.add_argument("--validation-images", type=int, default=5000)
     args = parser.parse_args(argv)
 
     d = tbkit.datasets.mnist.load(args.data_dir, validation_size=5000, log=lambda _: None)
     x = (d.train_images[: args.train_images, ..., None] / 255.0).astype("float32")
     y = d.train_labels[: args.train_images]
-    xv = (d.validation_images[..., None] / 255.0).astype("float32")
-    yv = d.validation_labels
+    xv = (d.validation_images[: args.validation_images, ..., None] / 255.0).astype("float32")
+    yv = d.validation_labels[: args.validation_images]
+    model = globals()[args.model] if args.model == "resnet50" else globals()["model"]
+    big = args.model == "resnet50"
+    if big:  # 28x28x1 digits -> 32x32x3
+        import numpy as np
+
+        def to_rgb(a):
+            return np.repeat(np.pad(a, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=3)
+
+        x, xv = to_rgb(x), to_rgb(xv)
 
     def callbacks(kind, logdir):
         if kind == "keras":
             return [
                 Timed(
                     keras.callbacks.TensorBoard(
-                        logdir, histogram_freq=1, write_images=True, update_freq="epoch"
+                        logdir, histogram_freq=1, write_images=not big, update_freq="epoch"
                     )
                 )
             ]
@@ -121,7 +170,7 @@ def main(argv=None) -> None:
             return [
                 Timed(
                     keras.callbacks.TensorBoard(
-                        logdir, histogram_freq=1, write_images=True, update_freq="epoch"
+                        logdir, histogram_freq=1, write_images=not big, update_freq="epoch"
                     )
                 ),
                 Timed(
@@ -133,15 +182,21 @@ def main(argv=None) -> None:
                 Timed(keras.callbacks.BackupAndRestore(os.path.join(logdir, "backup"))),
             ]  # fmt: skip
         if kind == "tbkit":
-            return [Timed(tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", dynamics=False))]
+            run = tbkit.keras.TensorBoardRun(
+                logdir, summary_freq="epoch", dynamics=False, images=not big, log=lambda _: None
+            )
+            return [Timed(run)]
         if kind == "tbkit-dyn":
-            run = tbkit.keras.TensorBoardRun(logdir, summary_freq="epoch", probe=(xv[:32], yv[:32]))
+            run = tbkit.keras.TensorBoardRun(
+                logdir, summary_freq="epoch", probe=(xv[:32], yv[:32]), log=lambda _: None
+            )
             return [Timed(run)]
         return []
 
     kinds = args.kinds.split(",")
     times = {k: [] for k in kinds}
     in_hooks = {k: [] for k in kinds if k != "none"}
+    peaks = {k: 0 for k in kinds}
     with tempfile.TemporaryDirectory() as root:
         for rep in range(args.reps + 1):  # the first round warms up and is dropped
             order = list(times)
@@ -150,15 +205,17 @@ def main(argv=None) -> None:
                 m = model()
                 cbs = callbacks(kind, os.path.join(root, f"{kind}-{rep}"))
                 t0 = time.perf_counter()
-                m.fit(
-                    x,
-                    y,
-                    batch_size=64,
-                    epochs=args.epochs,
-                    validation_data=(xv, yv),
-                    callbacks=cbs,
-                    verbose=0,
-                )
+                with PeakRSS() as rss:
+                    m.fit(
+                        x,
+                        y,
+                        batch_size=64,
+                        epochs=args.epochs,
+                        validation_data=(xv, yv),
+                        callbacks=cbs,
+                        verbose=0,
+                    )
+                peaks[kind] = max(peaks[kind], rss.peak)
                 if rep:
                     times[kind].append(time.perf_counter() - t0)
                     if cbs:
@@ -169,13 +226,14 @@ def main(argv=None) -> None:
     )
     for kind, ts in in_hooks.items():
         print(f"{kind:<9} {statistics.median(ts) * 1e3:7.0f} ms  ({', '.join(f'{t * 1e3:.0f}' for t in ts)})")  # fmt: skip
+    name = "ResNet50 (random weights, 32x32x3)" if big else "tutorial CNN"
     print(
-        f"# model.fit, tutorial CNN, {args.train_images} images/epoch + 5000 validation, batch 64, {args.reps} interleaved reps"
+        f"# model.fit, {name}, {len(x)} images/epoch + {len(xv)} validation, batch 64, {args.reps} interleaved reps"
     )
     for kind, ts in times.items():
         med = statistics.median(ts)
         print(
-            f"{kind:<9} {med:7.2f} s/epoch  ratio {med / none:5.3f}  ({', '.join(f'{t:.2f}' for t in ts)})"
+            f"{kind:<9} {med:7.2f} s/epoch  ratio {med / none:5.3f}  peak RSS {peaks[kind] / 2**30:.2f} GiB  ({', '.join(f'{t:.2f}' for t in ts)})"
         )
 
 

