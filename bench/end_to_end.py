@@ -16,7 +16,13 @@ Runs `train_mnist.py` as a child process on full MNIST (the cache or
   - TensorBoard's loading of it: the Python `EventMultiplexer` (TensorFlow
     imported beforehand, as a server has it), and a real `tensorboard` server
     (launch until it answers, and until it serves the last validation point);
-  - the child's peak RSS.
+  - the child's peak RSS;
+  - the floor of the run, measured in this process: launch (`python -c
+    "import tensorflow, keras"`) + iterations x bare step + validations x the
+    bare compiled validation pass (5,000 images) + the bare test pass (10,000),
+    and wall / floor; the event files' size per 1,000 iterations;
+  - the import time of `tensorflow`, `tensorflow, keras` and tbkit's entry
+    points, each in fresh interpreters.
 
 Not a test: numbers depend on the machine and its load (this one: 2 shared cores).
 """
@@ -72,6 +78,28 @@ class BareStep:
         ds = tbkit.datasets.train_dataset(d.train_images, d.train_labels, 64, seed=0, max_shift=2)
         self.it = iter(ds)
         self.seconds(20)
+        # The trainer's compiled evaluation over the validation and test sets, alone.
+        from tbkit.distribute import make_evaluator
+
+        strategy = tf.distribute.get_strategy()
+        self.validate = make_evaluator(
+            strategy, model, tbkit.datasets.eval_dataset(d.validation_images, d.validation_labels),
+            loss, True,
+        )  # fmt: skip
+        self.test = make_evaluator(
+            strategy, model, tbkit.datasets.eval_dataset(d.test_images, d.test_labels), loss, True
+        )
+        self.validate(), self.test()  # traced
+
+    def pass_seconds(self, which: str, reps: int = 3) -> float:
+        """Median seconds of one bare validation (or test) pass."""
+        fn = self.validate if which == "validation" else self.test
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
 
     def seconds(self, steps: int = 400) -> float:
         t0 = time.perf_counter()
@@ -79,6 +107,16 @@ class BareStep:
             self.step(*next(self.it))
         float(self.window[0].numpy())
         return (time.perf_counter() - t0) / steps
+
+
+def launch_seconds(code: str, reps: int = 3) -> float:
+    """Median wall time of `python -c CODE` (interpreter start-up plus its imports)."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def multiplexer_load(logdir: str) -> float:
@@ -152,6 +190,13 @@ def main(argv=None) -> None:
 
     with tempfile.TemporaryDirectory() as empty:
         empty_up, _ = server_load(empty, None, None)
+    imports = {
+        "import tensorflow": launch_seconds("import tensorflow"),
+        "import tensorflow, keras": launch_seconds("import tensorflow, keras"),
+        "import tbkit": launch_seconds("import tbkit"),
+        "from tbkit import Trainer": launch_seconds("from tbkit import Trainer"),
+        "import tbkit.app.program": launch_seconds("import tbkit.app.program"),
+    }
     bare = BareStep(args.data_dir)
     bares = [bare.seconds()]
     results = []
@@ -160,6 +205,8 @@ def main(argv=None) -> None:
             r = one_run(args.data_dir, args.extra, logdir)
             bares.append(bare.seconds())
             r["bare"] = (bares[-2] + bares[-1]) / 2
+            r["bare_validation"] = bare.pass_seconds("validation")
+            r["bare_test"] = bare.pass_seconds("test")
             r["size_mb"] = dir_size(os.path.join(logdir, "bench")) / 1e6
             r["events_mb"] = (
                 sum(
@@ -190,6 +237,25 @@ def main(argv=None) -> None:
         print(f"peak RSS of the run    {r['peak_mb']:8.0f} MB")
     ratios = [r["wall"] / (r["iterations"] * r["bare"]) for r in results]
     print(f"\nwall / (iters x bare), median of {len(ratios)}: {statistics.median(ratios):.2f}")
+
+    print("\n# imports (median of 3 fresh interpreters)")
+    for code, seconds in imports.items():
+        ratio = seconds / imports["import tensorflow"]
+        print(f"{code:<28} {seconds:6.2f} s  ({ratio:.2f} x import tensorflow)")
+    launch = imports["import tensorflow, keras"]
+    print("\n# the floor of a default run: launch (python -c 'import tensorflow, keras') +")
+    print("# iterations x bare step + validations x bare validation pass + bare test pass")
+    floors = []
+    for i, r in enumerate(results, 1):
+        floor = (launch + r["iterations"] * r["bare"] + r["validations"] * r["bare_validation"]
+                 + r["bare_test"])  # fmt: skip
+        floors.append(r["wall"] / floor)
+        print(f"run {i}: floor {floor:.1f} s = {launch:.1f} + {r['iterations']} x "
+              f"{r['bare'] * 1e3:.2f} ms + {r['validations']} x {r['bare_validation']:.3f} s + "
+              f"{r['bare_test']:.2f} s; wall {r['wall']:.1f} s = {r['wall'] / floor:.3f} x floor; "
+              f"event files {r['events_mb'] / (r['iterations'] / 1000):.3f} MB per 1,000 "
+              f"iterations")  # fmt: skip
+    print(f"wall / floor, median of {len(floors)}: {statistics.median(floors):.3f}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,9 @@ def write_run(run_dir: str, iterations: int, data_dir: str) -> None:
     from tbkit.summaries import write_eagerly
 
     data = tbkit.datasets.mnist.load(data_dir, validation_size=100, log=lambda _: None)
-    x, y = next(iter(tbkit.datasets.train_dataset(data.train_images, data.train_labels, 64, seed=0)))
+    x, y = next(
+        iter(tbkit.datasets.train_dataset(data.train_images, data.train_labels, 64, seed=0))
+    )
     model = tbkit.MnistCNN()
     model(x[:1])
     window = tf.Variable(tf.zeros(4), trainable=False)

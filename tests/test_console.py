@@ -64,12 +64,18 @@ def test_errors_are_one_line_and_verbose_shows_tensorflow(tmp_path):
         f"train_mnist.py: error: --data-dir {missing}: not a directory"
     ]
 
-    for verbose in (run("--logdir", str(tmp_path / "b"), "--data-dir", missing, "--verbose"),
-                    run("--logdir", str(tmp_path / "c"), "--data-dir", missing,
-                        env=user_env(TBKIT_VERBOSE="1"))):  # fmt: skip
-        assert verbose.returncode == 1
-        assert NATIVE.search(verbose.stderr), verbose.stderr  # TensorFlow's own start-up lines
-        assert verbose.stderr.splitlines()[-1].startswith("train_mnist.py: error: --data-dir")
+    verbose = run("--logdir", str(tmp_path / "b"), "--data-dir", missing, "--verbose")
+    assert verbose.returncode == 1
+    assert NATIVE.search(verbose.stderr), verbose.stderr  # TensorFlow's own start-up lines
+    assert verbose.stderr.splitlines()[-1].startswith("train_mnist.py: error: --data-dir")
+
+
+def test_the_environment_variable_asks_for_verbose_too(monkeypatch):
+    from tbkit.quiet import verbose_requested
+
+    for value, expected in (("1", True), ("yes", True), ("0", False), ("", False)):
+        monkeypatch.setenv("TBKIT_VERBOSE", value)
+        assert verbose_requested() is expected
 
 
 def test_a_failing_tensorflow_import_is_not_hidden(tmp_path):
