@@ -164,7 +164,9 @@ def confusion_matrix_image(
             ax.text(
                 j, i, text, ha="center", va="center", color=colour, fontsize=8 if n <= 10 else 6
             )
-    fig.tight_layout()
+    # Fixed margins: `tight_layout` renders the figure once more to measure it (~45% of
+    # the drawing time), and a validation at every improvement draws this picture.
+    fig.subplots_adjust(left=0.1, right=0.9, bottom=0.1, top=0.93 if title else 0.97)
     return figure_to_image(fig)
 
 
@@ -198,22 +200,27 @@ def example_errors_image(
     wrong = np.flatnonzero(labels != predictions)[:count]
     name = (lambda c: str(class_names[c])) if class_names else str
     rows, cols = _grid_shape(max(count, 1))
-    fig = Figure(figsize=(cols * 1.4, rows * 1.5), dpi=80)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i < len(wrong):
-            k = wrong[i]
-            ax.imshow(images[k], cmap="binary")
-            ax.set_title(
-                f"True: {name(int(labels[k]))}, Pred: {name(int(predictions[k]))}", fontsize=8
-            )
-        else:
-            ax.axis("off")
+    # One figure without axes: each image is upscaled (nearest neighbour, as imshow shows
+    # it) and pasted at pixel offsets, its title drawn above it. Nine Axes objects with
+    # their ticks cost ~100 ms to build; this costs ~10.
+    cell_w, cell_h, dpi = 112, 120, 80
+    fig = Figure(figsize=(cols * cell_w / dpi, rows * cell_h / dpi), dpi=dpi)
+    fig.patch.set_facecolor("white")
+    for i, k in enumerate(wrong):
+        r, c = divmod(i, cols)
+        picture = images[k].astype(np.float64)
+        low, high = float(picture.min()), float(picture.max())
+        picture = (picture - low) / (high - low) if high > low else np.zeros_like(picture)
+        scale = max(1, min((cell_w - 16) // picture.shape[1], (cell_h - 30) // picture.shape[0]))
+        picture = np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1)
+        left = c * cell_w + (cell_w - picture.shape[1]) // 2
+        bottom = (rows - 1 - r) * cell_h + 6
+        fig.figimage(picture, xo=left, yo=bottom, cmap="binary", vmin=0, vmax=1, origin="upper")
+        fig.text((c + 0.5) / cols, ((rows - 1 - r) * cell_h + 6 + picture.shape[0] + 4) / (rows * cell_h),
+                 f"True: {name(int(labels[k]))}, Pred: {name(int(predictions[k]))}",
+                 ha="center", va="bottom", fontsize=8)  # fmt: skip
     if not len(wrong):
         fig.text(0.5, 0.5, "no misclassified examples", ha="center", va="center")
-    fig.tight_layout()
     return figure_to_image(fig)
 
 
