@@ -123,11 +123,19 @@ def _tags(owned: list[_Owned]) -> dict[str, tf.Variable]:
     return tags
 
 
+MAX_FILTER_WEIGHTS = 1 << 16
+"""Kernels with more weights get no filter grid: drawing every weight of, say, a
+3x3x512x512 kernel makes a 2,200 x 2,200 image per recording that nobody can
+read; their statistics and histograms are recorded like any variable's."""
+
+
 def filter_kernels(tags: dict[str, tf.Variable]) -> dict[str, tf.Variable]:
-    """`{"<layer path>/filters": kernel}` for every trainable 4-D variable among `tags`."""
+    """`{"<layer path>/filters": kernel}` for every trainable 4-D variable among
+    `tags` of at most `MAX_FILTER_WEIGHTS` weights."""
     out = {}
     for tag, v in tags.items():
-        if len(v.shape) == 4 and getattr(v, "trainable", True):
+        size = v.shape.num_elements()
+        if len(v.shape) == 4 and getattr(v, "trainable", True) and size <= MAX_FILTER_WEIGHTS:
             out[tag.rsplit("/", 1)[0] + "/filters"] = v
     return out
 

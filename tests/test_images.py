@@ -115,3 +115,26 @@ def test_writers_skip_rendering_without_a_writer(monkeypatch):
 
     monkeypatch.setattr(tbkit.images, "confusion_matrix_image", boom)
     assert tbkit.confusion_matrix_summary("cm", [0], [0], 2, step=0) is False
+
+
+def test_huge_kernels_get_no_filter_grid():
+    """A 3x3x128x64 kernel (73,728 weights) would be a 1,000 x 1,000 px grid per recording."""
+    from tbkit.recorder import MAX_FILTER_WEIGHTS, filter_kernels
+
+    small = tf.Variable(tf.zeros((3, 3, 8, 8)))
+    big = tf.Variable(tf.zeros((3, 3, 128, 64)))
+    assert big.shape.num_elements() > MAX_FILTER_WEIGHTS >= small.shape.num_elements()
+    assert set(filter_kernels({"a/kernel": small, "b/kernel": big})) == {"a/filters"}
+
+
+def test_tiling_places_every_patch():
+    """The vectorised grid equals placing each patch by hand."""
+    from tbkit.images import _tile
+
+    patches = np.arange(7 * 2 * 3, dtype=np.float32).reshape(7, 2, 3)
+    grid = _tile(patches, -1.0, gap=2)
+    assert grid.shape == (3 * 4 - 2, 3 * 5 - 2)
+    for i in range(7):
+        r, c = divmod(i, 3)
+        np.testing.assert_array_equal(grid[r * 4 : r * 4 + 2, c * 5 : c * 5 + 3], patches[i])
+    assert (grid[2:4, :] == -1).all() and (grid[8:, 3:] == -1).all()  # gaps and the blank tiles
