@@ -96,6 +96,27 @@ class PeakRSS:
         self._thread.join()
 
 
+CHECKPOINT_SECONDS = [0.0]
+
+
+def _time_checkpoints():
+    """Adds the seconds TensorBoardRun spends writing checkpoints to CHECKPOINT_SECONDS."""
+    from tbkit.runstate import RunState
+
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                CHECKPOINT_SECONDS[0] += time.perf_counter() - t0
+
+        return wrapper
+
+    RunState.record = timed(RunState.record)  # saves the best checkpoint on an improvement
+    RunState.save_latest = timed(RunState.save_latest)
+
+
 HOOKS = (
     "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
     "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
@@ -193,7 +214,9 @@ def main(argv=None) -> None:
             return [Timed(run)]
         return []
 
+    _time_checkpoints()
     kinds = args.kinds.split(",")
+    in_checkpoints = {k: [] for k in kinds if k.startswith("tbkit")}
     times = {k: [] for k in kinds}
     in_hooks = {k: [] for k in kinds if k != "none"}
     peaks = {k: 0 for k in kinds}
@@ -204,6 +227,7 @@ def main(argv=None) -> None:
             for kind in order:
                 m = model()
                 cbs = callbacks(kind, os.path.join(root, f"{kind}-{rep}"))
+                CHECKPOINT_SECONDS[0] = 0.0
                 t0 = time.perf_counter()
                 with PeakRSS() as rss:
                     m.fit(
@@ -220,12 +244,16 @@ def main(argv=None) -> None:
                     times[kind].append(time.perf_counter() - t0)
                     if cbs:
                         in_hooks[kind].append(sum(cb.seconds for cb in cbs))
+                    if kind in in_checkpoints:
+                        in_checkpoints[kind].append(CHECKPOINT_SECONDS[0])
     none = statistics.median(times["none"]) if "none" in times else float("nan")
     print(
         f"# time inside the callback's hooks per fit ({args.epochs} epoch(s)), median of {args.reps}"
     )
     for kind, ts in in_hooks.items():
         print(f"{kind:<9} {statistics.median(ts) * 1e3:7.0f} ms  ({', '.join(f'{t * 1e3:.0f}' for t in ts)})")  # fmt: skip
+    for kind, ts in in_checkpoints.items():
+        print(f"{kind:<9} of which writing its best and latest checkpoints: {statistics.median(ts) * 1e3:.0f} ms")  # fmt: skip
     name = "ResNet50 (random weights, 32x32x3)" if big else "tutorial CNN"
     print(
         f"# model.fit, {name}, {len(x)} images/epoch + {len(xv)} validation, batch 64, {args.reps} interleaved reps"
