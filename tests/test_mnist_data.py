@@ -341,6 +341,7 @@ def test_full_mnist_from_the_cache_split_counts_and_memory():
 
     script = """
 import numpy as np
+import tensorflow  # the baseline includes TensorFlow (`import tbkit` alone is lazy)
 import tbkit
 hwm = lambda: int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 1024
 base = hwm()

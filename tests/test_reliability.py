@@ -94,7 +94,7 @@ KILL_ARGS = ["--data-dir", FIXTURE, "--validation-size", "500", "--num-iteration
 
 #: Kills per run of the test: 6 in the suite (half in start-up, half in training);
 #: `TBKIT_KILLS=30 python -m pytest tests/test_reliability.py -k sigkill` for the long run.
-KILLS = int(os.environ.get("TBKIT_KILLS", "6"))
+KILLS = int(os.environ.get("TBKIT_KILLS", "4"))
 
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):

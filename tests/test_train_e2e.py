@@ -55,6 +55,13 @@ def finished_run(tmp_path_factory):
     return logdir / "fx", proc
 
 
+def test_a_run_prints_only_its_own_lines(finished_run):
+    """No TensorFlow start-up lines (absl, CUDA stub, cuInit) on stderr: tbkit/quiet.py."""
+    _, proc = finished_run
+    assert proc.stderr == ""
+    assert not re.search(r"^[IWE]\d{4} |absl::InitializeLog", proc.stdout, re.M)
+
+
 def test_run_directory_layout(finished_run):
     run, _ = finished_run
     entries = set(os.listdir(run))
