@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from tbkit import dynamics as tbd
 from tbkit import images as tbi
+from tbkit.classes import write_per_class
 from tbkit.distribute import (
     distribute,
     first_replica,
@@ -457,6 +458,10 @@ class Trainer:
                 if val_acc is not None:
                     tf.summary.scalar("accuracy", val_acc)
                 tf.summary.scalar(f"best_{monitor}", state.best_value)
+                if preds is not None:
+                    labels, pred = preds
+                    write_per_class(labels, pred, self._num_classes(labels, pred),
+                                    self.class_names)  # fmt: skip
         if self.on_validation is not None:
             self.on_validation(
                 Validation(
@@ -506,8 +511,8 @@ class Trainer:
     def evaluate(self, test_data) -> Evaluation:
         """Restores the best checkpoint and evaluates it on `test_data`.
 
-        Writes `accuracy`, `loss` and `confusion_matrix` to the `test` run at the
-        best step (once per run).
+        Writes `accuracy`, `loss`, the per-class scalars and `confusion_matrix`
+        to the `test` run at the best step (once per run).
 
         Args:
           test_data: a finite `tf.data.Dataset` of `(x, y)` batches.
@@ -541,6 +546,7 @@ class Trainer:
                         tf.summary.scalar("loss", loss)
                         if acc is not None:
                             tf.summary.scalar("accuracy", acc)
+                            write_per_class(labels, pred, len(cm), self.class_names)
                             if self.images:
                                 tbi.confusion_matrix_summary(
                                     "confusion_matrix", labels, pred, len(cm),

@@ -1,0 +1,53 @@
+"""Per-class metrics (issue 16): values read back from the event files equal numpy's."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tbkit
+from conftest import load_events, scalars
+from tbkit.classes import per_class
+
+
+def test_per_class_matches_the_confusion_matrix():
+    labels = np.array([0, 0, 1, 1, 1, 2, 3])
+    preds = np.array([0, 1, 1, 1, 0, 2, 2])
+    recall, precision = per_class(labels, preds, 5)
+    cm = tbkit.confusion_matrix(labels, preds, 5)
+    np.testing.assert_allclose(recall[:4], np.diag(cm)[:4] / cm.sum(axis=1)[:4])
+    assert np.isnan(recall[4])  # no examples of class 4
+    np.testing.assert_allclose(precision, [1 / 2, 2 / 3, 1 / 2, 0.0, 0.0])  # 3, 4 never predicted
+
+
+def test_trainer_writes_per_class_scalars_at_validation_and_test(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 6)).astype(np.float32)
+    y = (np.argmax(x[:, :3], axis=1)).astype(np.int32)  # 3 learnable classes
+    names = ["left", "mid dle", "right"]
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    trainer = tbkit.Trainer(model, keras.optimizers.SGD(0.2),
+                            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                            tmp_path / "r", eval_every=10, summary_every=10, class_names=names,
+                            progress=False, log=lambda _: None)  # fmt: skip
+    train = tf.data.Dataset.from_tensor_slices((x[:160], y[:160])).batch(16).repeat()
+    val = tf.data.Dataset.from_tensor_slices((x[160:], y[160:])).batch(32)
+    trainer.fit(train, val, steps=20)
+
+    # The last validation (step 20) saw the final weights.
+    pred = np.argmax(model.predict(x[160:], verbose=0), axis=1)
+    recall, precision = per_class(y[160:], pred, 3)
+    acc = load_events(str(tmp_path / "r" / "validation"))
+    for name, r, p in zip(["left", "mid_dle", "right"], recall, precision, strict=True):
+        assert sorted(scalars(acc, f"per_class/accuracy/{name}")) == [10, 20]
+        assert scalars(acc, f"per_class/accuracy/{name}")[20] == pytest.approx(r)
+        assert scalars(acc, f"per_class/precision/{name}")[20] == pytest.approx(p)
+
+    result = trainer.evaluate(val)
+    recall, precision = per_class(result.labels, result.predictions, 3)
+    test = load_events(str(tmp_path / "r" / "test"))
+    for name, r, p in zip(["left", "mid_dle", "right"], recall, precision, strict=True):
+        assert scalars(test, f"per_class/accuracy/{name}") == {result.step: pytest.approx(r)}
+        assert scalars(test, f"per_class/precision/{name}") == {result.step: pytest.approx(p)}
