@@ -62,6 +62,8 @@ def test_help_documents_every_flag(capsys):
         ["--augment-shift", "-1"],
         ["--strategy", "tpu"],
         ["--seed", "-3"],
+        ["--profile-steps", "5:3"],
+        ["--profile-steps", "five"],
         ["--bogus"],
     ],
 )

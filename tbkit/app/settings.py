@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from tbkit.profiling import valid_steps_text
+
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
@@ -40,15 +42,9 @@ DECAY = Check(
 )
 SHIFT = Check(lambda v: _int(v) and 0 <= v <= 8, "an integer from 0 to 8")
 SEED = Check(lambda v: _int(v) and 0 <= v < 2**31, "an integer in [0, 2**31)")
-PROFILE_WINDOW = Check(lambda v: _profile_window(v), "A:B with 1 <= A <= B, e.g. 20:25")
+PROFILE_WINDOW = Check(valid_steps_text, "A:B with 1 <= A <= B, e.g. 20:25")
 NAME = Check(lambda v: isinstance(v, str) and v not in ("", ".", "..") and "/" not in v,
              "a plain directory name")  # fmt: skip
-
-
-def _profile_window(value) -> bool:
-    from tbkit.profiling import valid_steps_text
-
-    return valid_steps_text(value)
 
 
 def setting(
