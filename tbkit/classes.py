@@ -5,6 +5,11 @@ validation (or test) pass already has: no extra forward pass.
 predicted right: the confusion matrix's row diagonal), `per_class/precision/<class>`
 the share of the predictions of that class that were right (0 when the class was
 never predicted, as scikit-learn's `zero_division=0`).
+
+`pr_curves/<class>` is the class's precision-recall curve (one class against
+the rest) over the softmax scores, in TensorBoard's PR Curves dashboard: the
+counts at `PR_THRESHOLDS` evenly spaced thresholds, made into the plugin's
+summary by TensorBoard's own `pr_curve.summary.raw_data_pb`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
+
+PR_THRESHOLDS = 51  # 0, 0.02, ..., 1: ~1.2 KB per class and validation in the event file
+PR_MAX_CLASSES = 100  # more curves than anyone reads: above this, none are written
+_MIN_COUNT = 1e-7  # TensorBoard's pr_curve op divides by max(1e-7, count) too
 
 
 def per_class(labels, predictions, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,3 +54,62 @@ def write_per_class(labels, predictions, num_classes: int, class_names=None, ste
             values.append((f"per_class/accuracy/{class_tag(name)}", "scalar", r))
         values.append((f"per_class/precision/{class_tag(name)}", "scalar", p))
     write_eagerly(values, step=step)
+
+
+def probabilities(outputs) -> np.ndarray:
+    """Class scores as probabilities: outputs that are not already rows of
+    probabilities (non-negative, summing to 1) are taken for logits and softmaxed."""
+    out = np.asarray(outputs, dtype=np.float64)
+    out = out.reshape(-1, out.shape[-1])
+    if out.size and out.min() >= 0 and np.allclose(out.sum(-1), 1.0, atol=1e-3):
+        return out
+    shifted = np.exp(out - out.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+def pr_curve(labels, scores, cls: int, num_thresholds: int = PR_THRESHOLDS) -> np.ndarray:
+    """`[tp, fp, tn, fn, precision, recall]` × thresholds for class `cls` against the rest.
+
+    Threshold `i` is `i / (num_thresholds - 1)`; an example counts as predicted
+    `cls` at threshold `i` when its score falls in bucket `i` or above
+    (`floor(score * (num_thresholds - 1))`), TensorBoard's own rule.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    score = np.clip(np.asarray(scores)[:, cls], 0.0, 1.0)
+    bucket = np.floor(score * (num_thresholds - 1)).astype(np.int64)
+    positive = labels == cls
+    tp = np.cumsum(np.bincount(bucket[positive], minlength=num_thresholds)[::-1])[::-1]
+    fp = np.cumsum(np.bincount(bucket[~positive], minlength=num_thresholds)[::-1])[::-1]
+    tn, fn = (~positive).sum() - fp, positive.sum() - tp
+    precision = tp / np.maximum(_MIN_COUNT, tp + fp)
+    recall = tp / np.maximum(_MIN_COUNT, tp + fn)
+    return np.stack([tp, fp, tn, fn, precision, recall]).astype(np.float64)
+
+
+def write_pr_curves(labels, scores, class_names=None, step=None) -> bool:
+    """Writes `pr_curves/<class>` for every class to the default writer (one raw summary).
+
+    `scores` are the model's outputs (logits or probabilities), `(N, classes)`.
+    Returns False (writing nothing) for more than `PR_MAX_CLASSES` classes.
+    """
+    import tensorflow as tf
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.pr_curve import summary as pr_summary
+
+    probs = probabilities(scores)
+    classes = probs.shape[-1]
+    if classes > PR_MAX_CLASSES or classes < 2:
+        return False
+    names = list(class_names) if class_names else [str(i) for i in range(classes)]
+    merged = summary_pb2.Summary()
+    for cls, name in enumerate(names[:classes]):
+        tp, fp, tn, fn, precision, recall = pr_curve(labels, probs, cls)
+        tag = f"pr_curves/{class_tag(name)}"
+        built = pr_summary.raw_data_pb(
+            tag, tp, fp, tn, fn, precision, recall, num_thresholds=PR_THRESHOLDS,
+            display_name=str(name),
+        )  # fmt: skip
+        merged.MergeFromString(built.SerializeToString())
+        merged.value[-1].tag = tag  # the builder appends "/pr_curves"; one level is enough
+    tf.summary.experimental.write_raw_pb(merged.SerializeToString(), step=step)
+    return True

@@ -325,10 +325,11 @@ def with_indices(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def make_evaluator(strategy, model, dataset: tf.data.Dataset, loss_fn, classifier: bool):
-    """Returns `evaluate() -> (mean loss, labels, predictions)` over a batched `(x, y)` data set.
+    """Returns `evaluate() -> (mean loss, labels, predictions, scores)` over a batched `(x, y)` data set.
 
-    Labels and predicted classes come back in data-set order, gathered from
-    every replica; for a model that is not a classifier both are None.
+    Labels, predicted classes and the model's class scores (its outputs, `(N,
+    classes)` float32) come back in data-set order, gathered from every
+    replica; for a model that is not a classifier all three are None.
     """
     ds = distribute(strategy, without_autotune(with_indices(dataset).prefetch(2)))
 
@@ -338,33 +339,39 @@ def make_evaluator(strategy, model, dataset: tf.data.Dataset, loss_fn, classifie
         if classifier:
             pred = tf.reshape(tf.argmax(y_pred, axis=-1), [-1])
             labels = tf.cast(tf.reshape(y, [-1]), tf.int64)
+            scores = tf.reshape(tf.cast(y_pred, tf.float32), [-1, tf.shape(y_pred)[-1]])
         else:
             pred = labels = tf.zeros_like(i)
-        return loss, labels, pred, i
+            scores = tf.zeros([tf.shape(i)[0], 1])
+        return loss, labels, pred, scores, i
 
     @tf.function(reduce_retracing=True)
     def eval_step(x, y, i):
-        loss, labels, pred, idx = strategy.run(replica_eval, args=(x, y, i))
+        loss, labels, pred, scores, idx = strategy.run(replica_eval, args=(x, y, i))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
         gather = lambda t: strategy.gather(t, axis=0)  # noqa: E731
-        return loss, gather(labels), gather(pred), gather(idx)
+        return loss, gather(labels), gather(pred), gather(scores), gather(idx)
 
     def evaluate():
-        total, labels, preds, order = 0.0, [], [], []
+        total, labels, preds, scores, order = 0.0, [], [], [], []
         for x, y, i in ds:
-            loss, lab, pred, idx = eval_step(x, y, i)
+            loss, lab, pred, score, idx = eval_step(x, y, i)
             total += float(loss)
             labels.append(lab.numpy())
             preds.append(pred.numpy())
+            scores.append(score.numpy())
             order.append(idx.numpy())
         if not order:
             raise ValueError("the evaluation data set is empty")
         idx = np.concatenate(order)
         n = len(idx)
         if not classifier:
-            return total / n, None, None
+            return total / n, None, None, None
         out_labels, out_pred = np.empty(n, np.int64), np.empty(n, np.int64)
         out_labels[idx], out_pred[idx] = np.concatenate(labels), np.concatenate(preds)
-        return total / n, out_labels, out_pred
+        all_scores = np.concatenate(scores)
+        out_scores = np.empty_like(all_scores)
+        out_scores[idx] = all_scores
+        return total / n, out_labels, out_pred, out_scores
 
     return evaluate

@@ -18,8 +18,13 @@ One callback gives, for *any* Keras model (stock layers included):
   and the update ratio from the weights before and after the recorded batch;
 - a non-finite training loss stops `fit` with a `TrainingError` naming the
   batch, after nothing diverged was saved;
-- for a classifier with integer labels, a confusion matrix on `validation_data`
-  at improvements, and example errors when its inputs are a single batch of images;
+- for a classifier with integer labels and `validation_data`: per-class
+  `per_class/accuracy|precision/<class>` scalars and `pr_curves/<class>` PR
+  curves at every epoch, a confusion matrix at improvements, example errors
+  when its inputs are a single batch of images (all from one `predict` of
+  `validation_data` per epoch: Keras does not hand its own validation
+  predictions to callbacks), and at the end the Embedding Projector's view of
+  the best weights on a sample of it (`tbkit.projector`);
 - the run state of `tbkit.RunState`: best checkpoints on each improvement of
   `monitor`, early stopping whose state is saved with the latest checkpoints,
   resume of an interrupted `fit`, damaged checkpoints found and refused as in
@@ -44,6 +49,8 @@ import tensorflow as tf
 
 from tbkit import dynamics as tbd
 from tbkit import images as tbi
+from tbkit import projector as tbp
+from tbkit.classes import write_per_class, write_pr_curves
 from tbkit.distribute import is_chief, l2_norm
 from tbkit.errors import TrainingError
 from tbkit.profiling import Profiler, parse_steps
@@ -78,7 +85,14 @@ class TensorBoardRun(keras.callbacks.Callback):
       min_delta: margin an improvement must exceed.
       patience: stop after this many epochs without improvement (None: never).
       restore_best_weights: restore the best checkpoint when training ends (default True).
-      class_names: names for the confusion-matrix axes.
+      projector_examples: embed this many `validation_data` examples (a seeded
+        sample) for TensorBoard's Projector when training ends, with the best
+        checkpoint's weights (default 1000; 0: none).
+      projector_layer: the layer whose output is embedded (default: the input of
+        the model's last layer with weights).
+      projector_every: also embed the current weights every N epochs (default None).
+      class_names: names for the confusion-matrix axes, per-class tags, PR curves
+        and the projector's metadata.
       log: where one-line notices go (damaged checkpoints, fallbacks); default `print`.
 
     Resuming: when `LOGDIR/checkpoints/latest` holds a checkpoint, `fit`
@@ -106,6 +120,9 @@ class TensorBoardRun(keras.callbacks.Callback):
         restore_best_weights: bool = True,
         class_names=None,
         profile_steps=None,
+        projector_examples: int = 1000,
+        projector_layer: str | None = None,
+        projector_every: int | None = None,
         log=print,
     ):
         super().__init__()
@@ -119,6 +136,16 @@ class TensorBoardRun(keras.callbacks.Callback):
             raise ValueError(
                 f"patience must be a positive integer or None. Received: patience={patience!r}"
             )
+        if isinstance(projector_examples, bool) or not isinstance(projector_examples, int) or projector_examples < 0:
+            raise ValueError(
+                f"projector_examples must be a non-negative integer. Received: projector_examples={projector_examples!r}"
+            )
+        if projector_every is not None and (
+            isinstance(projector_every, bool) or not isinstance(projector_every, int) or projector_every <= 0
+        ):
+            raise ValueError(
+                f"projector_every must be a positive integer or None. Received: projector_every={projector_every!r}"
+            )
         if mode == "auto":
             mode = "min" if "loss" in monitor else "max"
         if mode not in ("min", "max"):
@@ -131,6 +158,8 @@ class TensorBoardRun(keras.callbacks.Callback):
         self.dynamics, self.gradient_histograms = dynamics, gradient_histograms
         self.probe, self.probe_size = probe, probe_size
         self.profile_steps = parse_steps(profile_steps)
+        self.projector_examples, self.projector_layer = projector_examples, projector_layer
+        self.projector_every = projector_every
         self._profiler: Profiler | None = None
         self._before = None
         self._diverged: str | None = None
@@ -157,6 +186,9 @@ class TensorBoardRun(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         strategy = self.model.distribute_strategy
         chief = is_chief(strategy)
+        self._chief = chief
+        if self.projector_examples and self.projector_layer is not None:
+            tbp.target_layer(self.model, self.projector_layer)  # a wrong name fails before training
         self.writers = RunWriters(self.logdir, enabled=chief)
         self._probe_batch = self._find_probe() if self.dynamics else None
         self.recorder = LayerRecorder(
@@ -416,31 +448,58 @@ class TensorBoardRun(keras.callbacks.Callback):
             if self.state.best_value is not None:
                 name = self.monitor.removeprefix("val_")
                 tf.summary.scalar(f"best_{name}", self.state.best_value)
-            if self.images and self.validation_data is not None and (improved or value is None):
-                self._validation_images()
+            classified = self._classify() if self.validation_data is not None else None
+            if classified is not None:
+                y, pred, out = classified
+                classes = max(out.shape[-1], len(self.class_names or ()))
+                write_per_class(y, pred, classes, self.class_names)
+                write_pr_curves(y, out, self.class_names)
+                if self.images and (improved or value is None):
+                    self._validation_images(y, pred, classes)
+        if self.projector_every and (epoch + 1) % self.projector_every == 0:
+            self._project(epoch + 1)
         stop = self.state.should_stop(epoch + 1)
         if stop:
             self.model.stop_training = True
         self.state.save_latest(epoch + 1, finished=True if stop else None)
         self._saved_epoch = epoch + 1
 
-    def _validation_images(self) -> None:
-        """Confusion matrix and example errors where they make sense, else one warning."""
+    def _classify(self):
+        """`(labels, predicted classes, outputs)` on `validation_data`, or None (one warning)
+        when it is not a one-output classifier's `(x, integer labels)`."""
         try:
             x, y = self.validation_data
         except (TypeError, ValueError):
-            self._warn_once("validation_data is not an (x, y) pair; no validation images")
-            return
+            self._warn_once("validation_data is not an (x, y) pair; no per-class metrics or images")
+            return None
         y = np.asarray(y)
         if not np.issubdtype(y.dtype, np.integer):
-            self._warn_once("validation labels are not integer classes; no confusion matrix")
-            return
+            self._warn_once("validation labels are not integer classes; no per-class metrics")
+            return None
         out = self.model.predict(x, verbose=0, batch_size=1000)
         if isinstance(out, list | tuple | dict) or np.ndim(out) != 2 or y.size != len(out):
-            self._warn_once("the model is not a one-output classifier; no validation images")
+            self._warn_once("the model is not a one-output classifier; no per-class metrics")
+            return None
+        return y.reshape(-1), np.argmax(out, axis=-1), np.asarray(out)
+
+    def _project(self, epoch: int, best: bool = False) -> None:
+        if not (self._chief and self.projector_examples and self.validation_data is not None):
             return
-        y, pred = y.reshape(-1), np.argmax(out, axis=-1)
-        classes = max(out.shape[-1], len(self.class_names or ()))
+        try:
+            _, y = self.validation_data
+        except (TypeError, ValueError):
+            return  # _classify warned
+        if not np.issubdtype(np.asarray(y).dtype, np.integer):
+            return
+        tbp.write_embedding(
+            self.logdir, self.model, self.validation_data, step=epoch, best=best, unit="epoch",
+            examples=self.projector_examples, layer=self.projector_layer,
+            class_names=self.class_names,
+        )  # fmt: skip
+
+    def _validation_images(self, y, pred, classes) -> None:
+        """Confusion matrix, and example errors where they make sense (else one warning)."""
+        x, _ = self.validation_data
         tbi.confusion_matrix_summary(
             "confusion_matrix", y, pred, classes, class_names=self.class_names
         )
@@ -467,6 +526,13 @@ class TensorBoardRun(keras.callbacks.Callback):
                 self.state.save_latest(epoch)
             if self.restore_best_weights and self.state.best_path:
                 tf.train.Checkpoint(model=self.model).restore(self.state.best_path).expect_partial()
+            best = self.state.best_step
+            if self.state.best_path and not self._diverged and tbp.best_embedding_step(self.logdir) != best:
+                if self.restore_best_weights:
+                    self._project(best, best=True)
+                else:
+                    with tbp.best_weights(self.model, self.state.best_path):
+                        self._project(best, best=True)
         finally:
             self.writers.close()
             self.state.close()

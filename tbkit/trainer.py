@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 
 from tbkit import dynamics as tbd
 from tbkit import images as tbi
-from tbkit.classes import write_per_class
+from tbkit import projector as tbp
+from tbkit.classes import write_per_class, write_pr_curves
 from tbkit.distribute import (
     distribute,
     first_replica,
@@ -95,7 +96,15 @@ class Trainer:
         A to step B (included) into the run's `train/` directory, for
         TensorBoard's Profile tab (`pip install "tbkit[profile]"`). Chief only;
         other steps pay nothing.
-      class_names: names of the classes for the confusion matrix.
+      projector_examples: for a classifier with validation data, embed this many
+        validation examples (a seeded sample) for TensorBoard's Projector at the
+        end of `fit`, with the best checkpoint's weights (default 1000; 0: none).
+      projector_layer: the layer whose output is embedded (default: the input of
+        the model's last layer with weights, i.e. what the classifier head reads).
+      projector_every: also embed the current weights at every validation that
+        falls on a multiple of N steps (default None: only the best, at the end).
+      class_names: names of the classes for the confusion matrix, per-class
+        scalars, PR curves and the projector's metadata.
       strategy: the `tf.distribute` strategy the model was built under (default: the current one).
       hparams: a dict of hyperparameters for TensorBoard's HParams tab (optional).
       config: a JSON-able dict written to `config.json` when the run starts (optional).
@@ -124,6 +133,9 @@ class Trainer:
         gradient_histograms: bool = True,
         jit_compile: bool = False,
         profile_steps=None,
+        projector_examples: int = 1000,
+        projector_layer: str | None = None,
+        projector_every: int | None = None,
         class_names=None,
         strategy: tf.distribute.Strategy | None = None,
         hparams: dict | None = None,
@@ -135,6 +147,11 @@ class Trainer:
         for name in ("eval_every", "summary_every", "checkpoint_every", "image_every"):
             _positive(name, locals()[name])
         _positive("patience", patience, allow_none=True)
+        _positive("projector_every", projector_every, allow_none=True)
+        if isinstance(projector_examples, bool) or not isinstance(projector_examples, int) or projector_examples < 0:
+            raise ValueError(
+                f"projector_examples must be a non-negative integer. Received: projector_examples={projector_examples!r}"
+            )
         if monitor not in _MONITORS:
             raise ValueError(
                 f"monitor must be one of {', '.join(_MONITORS)}. Received: monitor={monitor!r}"
@@ -150,6 +167,10 @@ class Trainer:
         self.image_every, self.histograms, self.images = image_every, histograms, images
         self.dynamics, self.jit_compile = dynamics, jit_compile
         self.profile_steps = parse_steps(profile_steps)
+        self.projector_examples, self.projector_layer = projector_examples, projector_layer
+        self.projector_every = projector_every
+        if projector_examples and projector_layer is not None:
+            tbp.target_layer(model, projector_layer)  # a wrong name fails now, not after training
         self.class_names = list(class_names) if class_names is not None else None
         self.strategy = strategy or tf.distribute.get_strategy()
         self.hparams, self.config = hparams, config
@@ -246,6 +267,7 @@ class Trainer:
             early = state.is_finished and state.should_stop(start)
             if early or start >= steps:
                 self._log(f"Run {os.path.basename(state.path)} already finished at step {start}")
+                self._project_best(state, validation_data)
                 return self._result(state, start, monitor, early, None)
             writers = RunWriters(state.path, enabled=self.chief)
             try:
@@ -263,6 +285,7 @@ class Trainer:
                 t = time.perf_counter()
                 state.save_latest(step, finished=True)
                 self.timings["checkpoints"] += time.perf_counter() - t
+                self._project_best(state, validation_data)
             finally:
                 writers.close()
             return self._result(state, step, monitor, early, start if state.resumed else None)
@@ -350,6 +373,8 @@ class Trainer:
                             self._validation_images(writers, validation_data, *pending)
                             last_image, pending = step, None
                     self.timings["validation"] += time.perf_counter() - t
+                    if self.projector_every and step % self.projector_every == 0:
+                        self._project(state, validation_data, step)
                     if state.should_stop(step):
                         stopped = True
                 bar.update(1)
@@ -422,6 +447,32 @@ class Trainer:
             f"rate?). Best checkpoint kept: {kept}"
         )
 
+    def _projects(self, validation_data) -> bool:
+        return bool(
+            self.chief and self.projector_examples and self._classifier
+            and validation_data is not None
+        )  # fmt: skip
+
+    def _project(self, state, validation_data, step: int, best: bool = False) -> None:
+        if self._projects(validation_data):
+            tbp.write_embedding(
+                state.path, self.model, validation_data, step=step, best=best,
+                examples=self.projector_examples, layer=self.projector_layer,
+                class_names=self.class_names,
+            )  # fmt: skip
+
+    def _project_best(self, state, validation_data) -> None:
+        """The projector's picture of the kept model: the best checkpoint's weights
+        (loaded for it, then put back), written once per best."""
+        if not self._projects(validation_data) or not state.best_path:
+            return
+        if tbp.best_embedding_step(state.path) == state.best_step:
+            return
+        t = time.perf_counter()
+        with tbp.best_weights(self.model, state.best_path):
+            self._project(state, validation_data, state.best_step, best=True)
+        self.timings["validation"] += time.perf_counter() - t
+
     def _draws_filters(self, step: int) -> bool:
         """Filter grids at the image cadence: the first recording of a run and the
         first recording at or after each multiple of `image_every` (a rule of the
@@ -441,7 +492,7 @@ class Trainer:
         found = tbd.write_findings(self.recorder.latest, step) if self.dynamics else []
         preds = None
         if validate is not None:
-            val_loss, labels, pred = validate()
+            val_loss, labels, pred, scores = validate()
             val_acc = float(np.mean(pred == labels)) if labels is not None else None
             preds = (labels, pred) if labels is not None else None
         else:
@@ -462,6 +513,7 @@ class Trainer:
                     labels, pred = preds
                     write_per_class(labels, pred, self._num_classes(labels, pred),
                                     self.class_names)  # fmt: skip
+                    write_pr_curves(labels, scores, self.class_names)
         if self.on_validation is not None:
             self.on_validation(
                 Validation(
@@ -528,7 +580,7 @@ class Trainer:
             evaluate = make_evaluator(
                 self.strategy, self.model, test_data, self.loss, self._classifier
             )
-            loss, labels, pred = evaluate()
+            loss, labels, pred, scores = evaluate()
             step = state.best_step
             total = len(labels) if labels is not None else 0
             correct = int(np.sum(pred == labels)) if labels is not None else None
@@ -547,6 +599,7 @@ class Trainer:
                         if acc is not None:
                             tf.summary.scalar("accuracy", acc)
                             write_per_class(labels, pred, len(cm), self.class_names)
+                            write_pr_curves(labels, scores, self.class_names)
                             if self.images:
                                 tbi.confusion_matrix_summary(
                                     "confusion_matrix", labels, pred, len(cm),
