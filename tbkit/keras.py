@@ -136,12 +136,18 @@ class TensorBoardRun(keras.callbacks.Callback):
             raise ValueError(
                 f"patience must be a positive integer or None. Received: patience={patience!r}"
             )
-        if isinstance(projector_examples, bool) or not isinstance(projector_examples, int) or projector_examples < 0:
+        if (
+            isinstance(projector_examples, bool)
+            or not isinstance(projector_examples, int)
+            or projector_examples < 0
+        ):
             raise ValueError(
                 f"projector_examples must be a non-negative integer. Received: projector_examples={projector_examples!r}"
             )
         if projector_every is not None and (
-            isinstance(projector_every, bool) or not isinstance(projector_every, int) or projector_every <= 0
+            isinstance(projector_every, bool)
+            or not isinstance(projector_every, int)
+            or projector_every <= 0
         ):
             raise ValueError(
                 f"projector_every must be a positive integer or None. Received: projector_every={projector_every!r}"
@@ -527,7 +533,11 @@ class TensorBoardRun(keras.callbacks.Callback):
             if self.restore_best_weights and self.state.best_path:
                 tf.train.Checkpoint(model=self.model).restore(self.state.best_path).expect_partial()
             best = self.state.best_step
-            if self.state.best_path and not self._diverged and tbp.best_embedding_step(self.logdir) != best:
+            if (
+                self.state.best_path
+                and not self._diverged
+                and tbp.best_embedding_step(self.logdir) != best
+            ):
                 if self.restore_best_weights:
                     self._project(best, best=True)
                 else:

@@ -131,9 +131,8 @@ def sample(data, examples: int, seed: int = SEED):
         n = int(tf.shape(tf.nest.flatten(y)[0])[0])
         rows = chosen[(chosen >= start) & (chosen < start + n)] - start
         if len(rows):
-            pick = lambda t: tf.gather(t, rows)  # noqa: E731
-            xs.append(tf.nest.map_structure(pick, x))
-            ys.append(pick(y))
+            xs.append(tf.nest.map_structure(lambda t, r=rows: tf.gather(t, r), x))
+            ys.append(tf.gather(y, rows))
         start += n
         if start > chosen[-1]:
             break
@@ -149,7 +148,7 @@ def embed(model, x, layer: str | None = None, batch_size: int = 256):
     seen, outputs = [], []
     with _capturing(target, side, seen):
         for start in range(0, n, batch_size):
-            part = tf.nest.map_structure(lambda t: t[start : start + batch_size], x)
+            part = tf.nest.map_structure(lambda t, a=start: t[a : a + batch_size], x)
             outputs.append(np.asarray(model(part, training=False)))
     if len(seen) != len(outputs):
         raise TbkitError(

@@ -148,7 +148,11 @@ class Trainer:
             _positive(name, locals()[name])
         _positive("patience", patience, allow_none=True)
         _positive("projector_every", projector_every, allow_none=True)
-        if isinstance(projector_examples, bool) or not isinstance(projector_examples, int) or projector_examples < 0:
+        if (
+            isinstance(projector_examples, bool)
+            or not isinstance(projector_examples, int)
+            or projector_examples < 0
+        ):
             raise ValueError(
                 f"projector_examples must be a non-negative integer. Received: projector_examples={projector_examples!r}"
             )
