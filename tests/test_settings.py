@@ -99,12 +99,32 @@ OTHERS = {
     "run_name": ("other", lambda p, r: p.name == "other" and p.is_dir()),
     # a trace of TensorFlow's profiler in the train run, where the Profile tab looks
     "profile_steps": ("3:4", lambda p, r: bool(glob.glob(str(p / "train" / "plugins" / "profile" / "*" / "*.xplane.pb")))),
+    # the Embedding Projector's files in the validation run
+    "projector_examples": (40, lambda p, r: len(embedding_rows(p)) == 40),
+    "projector_layer": ("layer_conv2", lambda p, r: embedding_names(p)[0].startswith("layer_conv2 @ best step")),
+    "projector_every": (10, lambda p, r: any(n.endswith(" @ step 10") for n in embedding_names(p))),
     "logdir": (None, None),  # where every run above went: tmp_path (checked by run_name)
     # Checked elsewhere, where the machinery they need is: data sources in test_mnist_data.py,
     # strategies (two logical CPUs, two processes) in test_distribute.py.
     "data_dir": (None, None),
     "strategy": (None, None),
 }  # fmt: skip
+
+
+def embedding_names(path) -> list[str]:
+    from google.protobuf import text_format
+    from tensorboard.plugins import projector
+
+    config = projector.ProjectorConfig()
+    text_format.Parse((path / "validation" / "projector_config.pbtxt").read_text(), config)
+    return [e.tensor_name for e in config.embeddings]
+
+
+def embedding_rows(path) -> list[str]:
+    """The best embedding's metadata rows (its first one is the header)."""
+    found = glob.glob(str(path / "validation" / "projector" / "*_best_step_*.metadata.tsv"))
+    assert len(found) == 1, found
+    return open(found[0]).read().splitlines()[1:]
 
 
 def _determinism_on() -> bool:
@@ -120,8 +140,10 @@ def test_every_setting_has_a_check():
 #: The other settings are changed a few at a time: each group's checks look at different
 #: parts of the run, so one run shows each setting's own effect (and the baseline none).
 GROUPS = [
-    ("summary_every", "checkpoint_every", "image_every", "deterministic", "run_name"),
-    ("num_iterations", "images", "histograms", "profile_steps"),
+    ("summary_every", "checkpoint_every", "image_every", "deterministic", "run_name",
+     "projector_examples"),
+    ("num_iterations", "images", "histograms", "profile_steps", "projector_layer",
+     "projector_every"),
     ("require_improvement",),
 ]
 

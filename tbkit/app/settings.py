@@ -40,6 +40,7 @@ DECAY = Check(
     lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1,
     "a number in (0, 1]",
 )
+NON_NEGATIVE_INT = Check(lambda v: _int(v) and v >= 0, "a non-negative integer")
 SHIFT = Check(lambda v: _int(v) and 0 <= v <= 8, "an integer from 0 to 8")
 SEED = Check(lambda v: _int(v) and 0 <= v < 2**31, "an integer in [0, 2**31)")
 PROFILE_WINDOW = Check(valid_steps_text, "A:B with 1 <= A <= B, e.g. 20:25")
@@ -163,6 +164,24 @@ class TrainConfig:
         "trace TensorFlow's profiler over iterations A to B (e.g. 20:25) into the run's train/ "
         "directory, for TensorBoard's Profile tab (pip install 'tbkit[profile]')",
         check=PROFILE_WINDOW,
+    )
+    projector_examples: int = setting(
+        1000,
+        "embed N validation images (a seeded sample) in TensorBoard's Projector at the end, "
+        "with the best checkpoint's weights (0 = no projector)",
+        check=NON_NEGATIVE_INT,
+    )
+    projector_layer: str | None = setting(
+        None,
+        "the layer whose output the Projector shows (default: layer_fc1, the input of the "
+        "output layer)",
+        choices=("layer_conv1", "layer_conv2", "layer_fc1", "layer_fc2"),
+    )
+    projector_every: int | None = setting(
+        None,
+        "also embed the current weights at each validation on a multiple of N iterations "
+        "(default: only the best, at the end)",
+        check=POSITIVE_INT,
     )
     images: bool = setting(
         True, "write image summaries (filters, confusion matrix, errors)", flag="--no-images"
