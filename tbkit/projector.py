@@ -60,10 +60,19 @@ def _find_layer(model, name: str):
 
 def _source_name(model, head) -> str:
     """A name for what `head` reads: the layer that produced its input, when the
-    model's graph (or its order, for a plain stack of layers) says so."""
+    model's graph (or its order, for a plain stack of layers) says so. Weightless
+    one-input layers in between (`Dropout`, `Flatten`, ...) are looked through."""
     try:
-        tensor = tf.nest.flatten(head._inbound_nodes[0].input_tensors)[0]
-        return tensor._keras_history.operation.name
+        op = head
+        for _ in range(16):
+            inputs = tf.nest.flatten(op._inbound_nodes[0].input_tensors)
+            source = inputs[0]._keras_history.operation
+            if _weighted(source) or len(inputs) != 1 or not source._inbound_nodes:
+                break
+            op = source
+            if not tf.nest.flatten(source._inbound_nodes[0].input_tensors):
+                break
+        return source.name
     except (AttributeError, IndexError, TypeError):
         pass
     from tbkit.model import Model

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import tbkit
 from conftest import load_events, scalars
-from tbkit.classes import per_class
+from tbkit.classes import PR_THRESHOLDS, per_class, pr_curve, probabilities
 
 
 def test_per_class_matches_the_confusion_matrix():
@@ -51,3 +51,65 @@ def test_trainer_writes_per_class_scalars_at_validation_and_test(tmp_path):
     for name, r, p in zip(["left", "mid_dle", "right"], recall, precision, strict=True):
         assert scalars(test, f"per_class/accuracy/{name}") == {result.step: pytest.approx(r)}
         assert scalars(test, f"per_class/precision/{name}") == {result.step: pytest.approx(p)}
+
+
+def _pr_events(acc, tag):
+    return {e.step: tf.make_ndarray(e.tensor_proto) for e in acc.Tensors(tag)}
+
+
+def test_pr_curve_equals_tensorboards_reference_implementation():
+    """Our counts are exactly what TensorBoard's own numpy PR-curve builder computes."""
+    from tensorboard.plugins.pr_curve import summary as pr_summary
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(500, 4)) * 3
+    labels = rng.integers(0, 4, 500)
+    probs = probabilities(logits)
+    np.testing.assert_allclose(probs.sum(-1), 1.0)
+    for cls in range(4):
+        ours = pr_curve(labels, probs, cls, num_thresholds=PR_THRESHOLDS)
+        theirs = pr_summary.pb(
+            "x", labels == cls, probs[:, cls].astype(np.float32), num_thresholds=PR_THRESHOLDS
+        )
+        ref = tf.make_ndarray(theirs.value[0].tensor)
+        np.testing.assert_allclose(ours[:4], ref[:4])  # tp, fp, tn, fn: exact counts
+        np.testing.assert_allclose(ours[4:], ref[4:], rtol=1e-6)  # precision, recall
+    # Outputs that are already probabilities are taken as they are.
+    np.testing.assert_allclose(probabilities(probs), probs)
+
+
+def test_trainer_writes_a_pr_curve_per_class_at_each_validation_and_test(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(240, 6)).astype(np.float32)
+    y = (np.argmax(x[:, :3], axis=1)).astype(np.int32)
+    names = ["left", "mid dle", "right"]
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    trainer = tbkit.Trainer(model, keras.optimizers.SGD(0.2),
+                            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                            tmp_path / "r", eval_every=10, summary_every=10, class_names=names,
+                            projector_examples=0, progress=False, log=lambda _: None)  # fmt: skip
+    train = tf.data.Dataset.from_tensor_slices((x[:160], y[:160])).batch(16).repeat()
+    val = tf.data.Dataset.from_tensor_slices((x[160:], y[160:])).batch(32)
+    trainer.fit(train, val, steps=20)
+
+    logits = model.predict(x[160:], verbose=0)  # the final weights: those of step 20
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    acc = load_events(str(tmp_path / "r" / "validation"))
+    for cls, tag in enumerate(["left", "mid_dle", "right"]):
+        curves = _pr_events(acc, f"pr_curves/{tag}")
+        assert sorted(curves) == [10, 20]
+        assert curves[20].shape == (6, PR_THRESHOLDS)
+        positive = y[160:] == cls
+        for i in (0, 10, 25, 40, 50):  # recount a few thresholds directly
+            at = probs[:, cls] >= i / (PR_THRESHOLDS - 1) - 1e-7
+            assert curves[20][0, i] == np.sum(at & positive)  # true positives
+            assert curves[20][1, i] == np.sum(at & ~positive)  # false positives
+        # Threshold 0 takes every example: recall 1, precision the class's share.
+        assert curves[20][5, 0] == 1.0
+        assert curves[20][4, 0] == pytest.approx(positive.mean())
+
+    trainer.evaluate(val)
+    test = load_events(str(tmp_path / "r" / "test"))
+    assert {t for t in test.Tags()["tensors"] if t.startswith("pr_curves/")} == {
+        "pr_curves/left", "pr_curves/mid_dle", "pr_curves/right"
+    }  # fmt: skip
