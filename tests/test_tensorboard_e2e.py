@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import urllib.parse
 
+import numpy as np
 import pytest
 
 from conftest import FIXTURE, ROOT, load_events, scalars
@@ -31,13 +33,59 @@ def logdir(tmp_path_factory):
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=subprocess_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    fit_with_the_callback(root / "fit")
     return root
+
+
+COLOURS = ["red", "green", "blue"]
+
+
+def colour_blobs(n: int, seed: int):
+    """16x16 RGB pictures whose class is the colour of a blob at a random place."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n).astype(np.int32)
+    x = rng.uniform(0, 0.3, size=(n, 16, 16, 3)).astype(np.float32)
+    for i, (r, c) in enumerate(rng.integers(0, 10, size=(n, 2))):
+        x[i, r : r + 6, c : c + 6, y[i]] += 0.5
+    return x, y
+
+
+def blob_model():
+    """Not the MNIST CNN: BatchNorm, global pooling, a softmax output."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(6, 3, activation="relu")(inp)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    h = keras.layers.Dense(8, activation="relu", name="features")(h)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="colour")(h))
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def fit_with_the_callback(run_dir):
+    import tbkit
+
+    x, y = colour_blobs(240, 0)
+    vx, vy = colour_blobs(90, 1)
+    model = blob_model()
+    callback = tbkit.keras.TensorBoardRun(
+        str(run_dir), validation_data=(vx, vy), class_names=COLOURS, projector_examples=64,
+        restore_best_weights=False, log=lambda _: None,
+    )  # fmt: skip
+    model.fit(x, y, batch_size=30, epochs=3, validation_data=(vx, vy), verbose=0,
+              callbacks=[callback])  # fmt: skip
+    # The last epoch's weights (those of its validation), for the tests to predict with.
+    model.save_weights(str(run_dir / "last.weights.h5"))
 
 
 @pytest.fixture(scope="module")
 def server(logdir):
     def has_the_runs(base):
-        return {"fx/train", "fx/validation", "fx/test"} <= set(get(base + "/data/runs", timeout=5))
+        runs = {"fx/train", "fx/validation", "fx/test", "fit/validation"}
+        return runs <= set(get(base + "/data/runs", timeout=5))
 
     with tensorboard_server(str(logdir), ready=has_the_runs, reload_interval=1) as base:
         yield base
@@ -148,6 +196,106 @@ def test_training_dynamics_layout_and_health(server):
     texts = get(server + "/data/plugin/text/text?" + query)
     assert [t["step"] for t in texts] == list(range(10, 61, 10))
     assert all("no findings" in t["text"] for t in texts)
+
+
+# --- issue 16: per-class scalars, PR curves and the projector, as the plugins serve them ---
+
+
+def fx_predictions(logdir, checkpoint: str):
+    """The fixture run's validation images and labels, and the MNIST CNN restored from
+    `checkpoints/<checkpoint>` with its outputs and `layer_fc1` activations on them."""
+    import tensorflow as tf
+
+    import tbkit
+
+    data = tbkit.datasets.mnist.load(FIXTURE, validation_size=500, log=lambda _: None)
+    model = tbkit.MnistCNN()
+    model(tf.zeros((1, 28, 28, 1)))
+    path = tf.train.latest_checkpoint(str(logdir / "fx" / "checkpoints" / checkpoint))
+    tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    images = data.validation_images.astype(np.float32)[..., None] / 255.0
+    out, acts = model.forward(images, training=False)
+    return data.validation_labels, out.numpy(), acts["layer_fc1"].numpy()
+
+
+def served_curves(server, run: str, tag: str):
+    query = urllib.parse.urlencode({"run": run, "tag": tag})
+    return get(server + "/data/plugin/pr_curves/pr_curves?" + query)[run]
+
+
+def test_scalars_plugin_lists_the_per_class_tags(server):
+    tags = get(server + "/data/plugin/scalars/tags")
+    for run, names in (("fx/validation", range(10)), ("fx/test", range(10)), ("fit/validation", COLOURS)):
+        for name in names:
+            assert {f"per_class/accuracy/{name}", f"per_class/precision/{name}"} <= set(tags[run]), run
+
+
+def test_pr_curves_plugin_serves_a_curve_per_class_for_each_validation(server, logdir):
+    from tbkit.classes import pr_curve, probabilities
+
+    tags = get(server + "/data/plugin/pr_curves/tags")
+    assert set(tags["fx/validation"]) == {f"pr_curves/{c}" for c in range(10)}
+    assert set(tags["fit/validation"]) == {f"pr_curves/{c}" for c in COLOURS}
+    # Step 60 is the last validation, with the weights of the final (latest) checkpoint.
+    labels, out, _ = fx_predictions(logdir, "latest")
+    probs = probabilities(out)
+    for c in range(10):
+        curves = served_curves(server, "fx/validation", f"pr_curves/{c}")
+        assert [e["step"] for e in curves] == [10, 20, 30, 40, 50, 60]
+        expected = pr_curve(labels, probs, c)
+        end = len(curves[-1]["precision"])  # the plugin trims thresholds nothing reaches
+        np.testing.assert_allclose(curves[-1]["true_positives"], expected[0, :end])
+        np.testing.assert_allclose(curves[-1]["precision"], expected[4, :end], rtol=1e-5)
+        np.testing.assert_allclose(curves[-1]["recall"], expected[5, :end], rtol=1e-5)
+
+    model = blob_model()
+    model.load_weights(str(logdir / "fit" / "last.weights.h5"))
+    vx, vy = colour_blobs(90, 1)
+    probs = model.predict(vx, verbose=0)
+    for c, name in enumerate(COLOURS):
+        curves = served_curves(server, "fit/validation", f"pr_curves/{name}")
+        assert [e["step"] for e in curves] == [8, 16, 24]  # one per epoch (8 batches each)
+        expected = pr_curve(vy, probs, c)
+        end = len(curves[-1]["recall"])
+        np.testing.assert_allclose(curves[-1]["false_positives"], expected[1, :end])
+        np.testing.assert_allclose(curves[-1]["recall"], expected[5, :end], rtol=1e-5)
+
+
+def projector_get(server, route: str, **query):
+    return get(server + f"/data/plugin/projector/{route}?" + urllib.parse.urlencode(query))
+
+
+def test_projector_plugin_serves_tensor_metadata_and_sprite(server, logdir):
+    from PIL import Image
+
+    assert {"fx/validation", "fit/validation"} <= set(projector_get(server, "runs"))
+    best = max((v, -s) for s, v in scalars(load_events(str(logdir / "fx" / "validation")), "accuracy").items())
+    name = f"layer_fc1 @ best step {-best[1]}"
+    info = projector_get(server, "info", run="fx/validation")
+    assert info["embeddings"][0]["tensorName"] == name
+
+    tensor = np.frombuffer(projector_get(server, "tensor", run="fx/validation", name=name), np.float32)
+    metadata = projector_get(server, "metadata", run="fx/validation", name=name).decode()
+    rows = [line.split("\t") for line in metadata.splitlines()]
+    assert rows[0] == ["label", "prediction", "correct", "index"] and len(rows) == 501  # all 500
+    index = np.array([int(r[3]) for r in rows[1:]])
+    labels, out, fc1 = fx_predictions(logdir, "best")
+    tensor = tensor.reshape(500, 128)  # examples x embedding width
+    np.testing.assert_allclose(tensor, fc1[index], rtol=1e-4, atol=1e-5)
+    assert [int(r[0]) for r in rows[1:]] == labels[index].tolist()
+    assert [int(r[1]) for r in rows[1:]] == np.argmax(out[index], axis=1).tolist()
+    sprite = Image.open(io.BytesIO(projector_get(server, "sprite_image", run="fx/validation", name=name)))
+    assert sprite.size == (23 * 28, 23 * 28)  # ceil(sqrt(500)) thumbnails a side
+
+    # The callback's run: the best epoch's weights (training ended on the last one).
+    info = projector_get(server, "info", run="fit/validation")
+    (embedding,) = info["embeddings"]
+    assert embedding["tensorName"].startswith("features @ best epoch ")
+    assert [int(d) for d in embedding["tensorShape"]] == [64, 8]
+    raw = projector_get(server, "tensor", run="fit/validation", name=embedding["tensorName"])
+    assert len(raw) == 64 * 8 * 4
+    sprite = projector_get(server, "sprite_image", run="fit/validation", name=embedding["tensorName"])
+    assert Image.open(io.BytesIO(sprite)).mode == "RGB"
 
 
 def chromium_path() -> str:
