@@ -348,3 +348,36 @@ def test_browser_images_page_shows_confusion_matrix(server, page):
     )
     shot(page, "images.png")
     assert os.path.getsize(os.path.join(ARTIFACTS, "images.png")) > 10_000
+
+
+def test_browser_pr_curves_tab_draws_the_curves(server, page):
+    page.goto(server + "/#pr_curves", wait_until="networkidle")
+    card = page.locator("tf-pr-curve-card").filter(has=page.get_by_text("tag: pr_curves/7", exact=True))
+    card.first.wait_for(timeout=30_000)
+    lines = card.first.locator(".line-plot:not(.ghost) path")
+    lines.first.wait_for(timeout=30_000)
+    heights = [(e.bounding_box() or {}).get("height", 0) for e in lines.all()]
+    assert any(h > 20 for h in heights), heights
+    shot(page, "pr_curves.png")
+
+
+def test_browser_projector_tab_shows_the_embedding(server, page):
+    page.goto(server + "/#projector", wait_until="networkidle")
+    # The projector is a plugin page inside a plugin page (two iframes).
+    frame = page.frame_locator("iframe").first.frame_locator("iframe").first
+    status = frame.get_by_text("Dimension").first
+    status.wait_for(timeout=60_000)
+    for _ in range(120):  # "Points: 0" until the tensor has loaded
+        text = " ".join(status.evaluate("e => e.parentElement.innerText").split())
+        if not text.startswith("Points: 0 "):
+            break
+        page.wait_for_timeout(500)
+    assert text in ("Points: 500 Dimension: 128", "Points: 64 Dimension: 8"), text
+    frame.locator("paper-dropdown-menu").filter(has_text="Color by").first.click()
+    frame.locator("paper-item").filter(has_text="label").locator("visible=true").first.click()
+    # Coloured by label: the legend lists the classes (the first run: fit's colours, or digits).
+    names = COLOURS if text.startswith("Points: 64 ") else ["0", "7", "9"]
+    for name in names:
+        frame.get_by_text(name, exact=True).locator("visible=true").first.wait_for(timeout=10_000)
+    page.wait_for_timeout(1000)
+    shot(page, "projector.png")
