@@ -22,7 +22,13 @@ Runs `train_mnist.py` as a child process on full MNIST (the cache or
     bare compiled validation pass (5,000 images) + the bare test pass (10,000),
     and wall / floor; the event files' size per 1,000 iterations;
   - the import time of `tensorflow`, `tensorflow, keras` and tbkit's entry
-    points, each in fresh interpreters.
+    points, each in fresh interpreters;
+  - what the classifier dashboards add to a run (issue 16), timed in this
+    process on full MNIST's validation set: the per-class scalars and PR
+    curves written at each validation (from the predictions validation
+    already has), and the projector's one embedding at the end (best weights
+    loaded and put back, 1,000 examples, TSVs and sprite), against each run's
+    wall time.
 
 Not a test: numbers depend on the machine and its load (this one: 2 shared cores).
 """
@@ -90,6 +96,38 @@ class BareStep:
             strategy, model, tbkit.datasets.eval_dataset(d.test_images, d.test_labels), loss, True
         )
         self.validate(), self.test()  # traced
+        self.model, self.val_ds = (
+            model,
+            tbkit.datasets.eval_dataset(d.validation_images, d.validation_labels),
+        )
+
+    def dashboards_seconds(self, reps: int = 5) -> tuple[float, float, int]:
+        """(per validation: per-class scalars + PR curves, the projector once, PR bytes)."""
+        import tensorflow as tf
+
+        from tbkit import projector
+        from tbkit.classes import write_per_class, write_pr_curves
+
+        _, labels, pred, scores = self.validate()
+        with tempfile.TemporaryDirectory() as tmp:
+            writer = tf.summary.create_file_writer(tmp)
+            times = []
+            with writer.as_default(step=1):
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    write_per_class(labels, pred, 10)
+                    write_pr_curves(labels, scores)
+                    times.append(time.perf_counter() - t0)
+            writer.close()
+            pr_bytes = dir_size(tmp) // reps
+            ckpt = tf.train.Checkpoint(model=self.model).write(os.path.join(tmp, "best"))
+            os.makedirs(os.path.join(tmp, "run", "validation"))
+            t0 = time.perf_counter()
+            with projector.best_weights(self.model, ckpt):
+                projector.write_embedding(os.path.join(tmp, "run"), self.model, self.val_ds,
+                                          step=1, best=True)  # fmt: skip
+            project = time.perf_counter() - t0
+        return statistics.median(times), project, pr_bytes
 
     def pass_seconds(self, which: str, reps: int = 3) -> float:
         """Median seconds of one bare validation (or test) pass."""
@@ -256,6 +294,15 @@ def main(argv=None) -> None:
               f"event files {r['events_mb'] / (r['iterations'] / 1000):.3f} MB per 1,000 "
               f"iterations")  # fmt: skip
     print(f"wall / floor, median of {len(floors)}: {statistics.median(floors):.3f}")
+
+    per_validation, project, pr_bytes = bare.dashboards_seconds()
+    print("\n# what the classifier dashboards add (issue 16), timed in this process")
+    print(f"per-class scalars + PR curves: {per_validation * 1e3:.1f} ms per validation "
+          f"({pr_bytes / 1e3:.1f} KB of events); projector at the end: {project:.2f} s")  # fmt: skip
+    for i, r in enumerate(results, 1):
+        added = r["validations"] * per_validation + project
+        print(f"run {i}: {r['validations']} x {per_validation * 1e3:.1f} ms + {project:.2f} s = "
+              f"{added:.2f} s = {added / r['wall']:.2%} of its wall time")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ headless Chromium with Playwright, and saves one small PNG per view:
   docs/filters.png        the layer_conv1 filter grid
   docs/confusion.png      the test-set confusion matrix of the best checkpoint
   docs/dynamics.png       Custom Scalars: layer_fc1's gradient norms and update ratios
+  docs/pr_curves.png      the validation PR curve of one digit at the last validation
+  docs/projector.png      the Projector: layer_fc1 of the best checkpoint on 1,000
+                          validation digits (PCA), their images as sprites, coloured by label
   docs/health.png         the `health` text of --broken-run (e.g. one trained with
                           --learning-rate 1.0), if given
 
@@ -39,6 +42,25 @@ def _only_run(page, run: str) -> None:
     )
     box.fill(run)
     page.wait_for_timeout(1500)
+
+
+def _projector(page, base: str, run: str, path: str) -> None:
+    page.goto(f"{base}/#projector", wait_until="networkidle")
+    # The projector is a plugin page inside a plugin page (two iframes).
+    frame = page.frame_locator("iframe").first.frame_locator("iframe").first
+    frame.get_by_text("Dimension").first.wait_for(timeout=60_000)
+    menus = frame.locator("paper-dropdown-menu")
+    found = menus.evaluate_all("els => els.map(e => [e.label || '', e.value])")
+    runs = [i for i, (label, _) in enumerate(found) if label.endswith("runs found")]
+    if runs and found[runs[0]][1] != run:  # (one run: no runs menu at all)
+        menus.nth(runs[0]).click()
+        frame.locator("paper-item").filter(has_text=run).locator("visible=true").first.click()
+        page.wait_for_timeout(5000)
+    frame.locator("paper-dropdown-menu").filter(has_text="Color by").first.click()
+    frame.locator("paper-item").filter(has_text="label").locator("visible=true").first.click()
+    page.wait_for_timeout(5000)  # PCA and the sprites
+    page.screenshot(path=path, clip={"x": 0, "y": 64, "width": 1100, "height": 836})
+    print(f"wrote {path}")
 
 
 def main(argv=None) -> None:
@@ -125,6 +147,15 @@ def main(argv=None) -> None:
             "dynamics.png",
             expand=True,
         )
+        card(
+            "pr_curves",
+            f"^{run}/validation$",
+            "^pr_curves/9$",
+            "tf-pr-curve-card",
+            "tag: pr_curves/9",
+            "pr_curves.png",
+        )
+        _projector(page, base, f"{run}/validation", os.path.join(args.out, "projector.png"))
         if args.broken_run:
             card(
                 "text",

@@ -19,7 +19,9 @@ from tbkit.errors import TbkitError
 def data(n=160, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 10, 10, 1)).astype(np.float32)
-    y = ((x[:, :5].mean(axis=(1, 2, 3)) > 0) + 2 * (x[:, 5:].mean(axis=(1, 2, 3)) > 0)).astype(np.int32)
+    y = ((x[:, :5].mean(axis=(1, 2, 3)) > 0) + 2 * (x[:, 5:].mean(axis=(1, 2, 3)) > 0)).astype(
+        np.int32
+    )
     return x, y
 
 
@@ -42,7 +44,9 @@ def config(run_dir) -> projector.ProjectorConfig:
 def read(run_dir, embedding):
     folder = run_dir / "validation"
     tensor = np.loadtxt(folder / embedding.tensor_path, delimiter="\t", ndmin=2)
-    rows = [line.split("\t") for line in (folder / embedding.metadata_path).read_text().splitlines()]
+    rows = [
+        line.split("\t") for line in (folder / embedding.metadata_path).read_text().splitlines()
+    ]
     assert rows[0] == ["label", "prediction", "correct", "index"]
     return tensor, rows[1:]
 
@@ -81,9 +85,13 @@ def test_trainer_projects_the_best_checkpoint_and_keeps_the_last_weights(tmp_pat
     pred = np.argmax(model(x[100:][index]).numpy(), axis=-1)
     assert [r[0] for r in rows] == ["abcd"[c] for c in y[100:][index]]
     assert [r[1] for r in rows] == ["abcd"[c] for c in pred]
-    assert [r[2] for r in rows] == ["yes" if p == t else "no" for p, t in zip(pred, y[100:][index], strict=True)]
+    assert [r[2] for r in rows] == [
+        "yes" if p == t else "no" for p, t in zip(pred, y[100:][index], strict=True)
+    ]
 
-    sprite = Image.open(io.BytesIO((tmp_path / "r" / "validation" / best.sprite.image_path).read_bytes()))
+    sprite = Image.open(
+        io.BytesIO((tmp_path / "r" / "validation" / best.sprite.image_path).read_bytes())
+    )
     assert sprite.size == (5 * 10, 5 * 10) and list(best.sprite.single_image_dim) == [10, 10]
     first = np.asarray(sprite)[:10, :10].astype(float)
     assert np.corrcoef(first.ravel(), x[100:][index[0]].ravel())[0, 1] > 0.99
@@ -109,7 +117,9 @@ def test_the_sample_is_seeded_and_the_options_change_it(tmp_path):
     index = lambda run: [r[3] for r in read(run, config(run).embeddings[0])[1]]  # noqa: E731
     assert index(runs["a"]) == index(runs["b"]) and len(index(runs["a"])) == 20
     names = [e.tensor_name for e in config(runs["layer"]).embeddings]
-    assert names[0].startswith("flat @ best step") and {"flat @ step 10", "flat @ step 20"} <= set(names)
+    assert names[0].startswith("flat @ best step") and {"flat @ step 10", "flat @ step 20"} <= set(
+        names
+    )
     assert list(config(runs["layer"]).embeddings[0].tensor_shape) == [60, 8 * 8 * 4]
     assert not (runs["none"] / "validation" / "projector_config.pbtxt").exists()
 

@@ -140,10 +140,22 @@ def test_every_setting_has_a_check():
 #: The other settings are changed a few at a time: each group's checks look at different
 #: parts of the run, so one run shows each setting's own effect (and the baseline none).
 GROUPS = [
-    ("summary_every", "checkpoint_every", "image_every", "deterministic", "run_name",
-     "projector_examples"),
-    ("num_iterations", "images", "histograms", "profile_steps", "projector_layer",
-     "projector_every"),
+    (
+        "summary_every",
+        "checkpoint_every",
+        "image_every",
+        "deterministic",
+        "run_name",
+        "projector_examples",
+    ),
+    (
+        "num_iterations",
+        "images",
+        "histograms",
+        "profile_steps",
+        "projector_layer",
+        "projector_every",
+    ),
     ("require_improvement",),
 ]
 

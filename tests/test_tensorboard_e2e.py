@@ -61,7 +61,9 @@ def blob_model():
     h = keras.layers.GlobalAveragePooling2D()(h)
     h = keras.layers.Dense(8, activation="relu", name="features")(h)
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="colour")(h))
-    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
@@ -225,13 +227,19 @@ def served_curves(server, run: str, tag: str):
 
 def test_scalars_plugin_lists_the_per_class_tags(server):
     tags = get(server + "/data/plugin/scalars/tags")
-    for run, names in (("fx/validation", range(10)), ("fx/test", range(10)), ("fit/validation", COLOURS)):
+    for run, names in (
+        ("fx/validation", range(10)),
+        ("fx/test", range(10)),
+        ("fit/validation", COLOURS),
+    ):
         for name in names:
-            assert {f"per_class/accuracy/{name}", f"per_class/precision/{name}"} <= set(tags[run]), run
+            assert {f"per_class/accuracy/{name}", f"per_class/precision/{name}"} <= set(
+                tags[run]
+            ), run
 
 
 def test_pr_curves_plugin_serves_a_curve_per_class_for_each_validation(server, logdir):
-    from tbkit.classes import pr_curve, probabilities
+    from tbkit.classes import per_class, pr_curve, probabilities
 
     tags = get(server + "/data/plugin/pr_curves/tags")
     assert set(tags["fx/validation"]) == {f"pr_curves/{c}" for c in range(10)}
@@ -259,6 +267,13 @@ def test_pr_curves_plugin_serves_a_curve_per_class_for_each_validation(server, l
         end = len(curves[-1]["recall"])
         np.testing.assert_allclose(curves[-1]["false_positives"], expected[1, :end])
         np.testing.assert_allclose(curves[-1]["recall"], expected[5, :end], rtol=1e-5)
+    # The callback's per-class scalars, from the same predictions.
+    recall, precision = per_class(vy, np.argmax(probs, axis=1), 3)
+    for c, name in enumerate(COLOURS):
+        for kind, values in (("accuracy", recall), ("precision", precision)):
+            query = urllib.parse.urlencode({"run": "fit/validation", "tag": f"per_class/{kind}/{name}"})
+            served = get(server + "/data/plugin/scalars/scalars?" + query)
+            assert served[-1][1] == 24 and served[-1][2] == pytest.approx(values[c], abs=1e-6)
 
 
 def projector_get(server, route: str, **query):
@@ -269,12 +284,17 @@ def test_projector_plugin_serves_tensor_metadata_and_sprite(server, logdir):
     from PIL import Image
 
     assert {"fx/validation", "fit/validation"} <= set(projector_get(server, "runs"))
-    best = max((v, -s) for s, v in scalars(load_events(str(logdir / "fx" / "validation")), "accuracy").items())
+    best = max(
+        (v, -s)
+        for s, v in scalars(load_events(str(logdir / "fx" / "validation")), "accuracy").items()
+    )
     name = f"layer_fc1 @ best step {-best[1]}"
     info = projector_get(server, "info", run="fx/validation")
     assert info["embeddings"][0]["tensorName"] == name
 
-    tensor = np.frombuffer(projector_get(server, "tensor", run="fx/validation", name=name), np.float32)
+    tensor = np.frombuffer(
+        projector_get(server, "tensor", run="fx/validation", name=name), np.float32
+    )
     metadata = projector_get(server, "metadata", run="fx/validation", name=name).decode()
     rows = [line.split("\t") for line in metadata.splitlines()]
     assert rows[0] == ["label", "prediction", "correct", "index"] and len(rows) == 501  # all 500
@@ -284,7 +304,9 @@ def test_projector_plugin_serves_tensor_metadata_and_sprite(server, logdir):
     np.testing.assert_allclose(tensor, fc1[index], rtol=1e-4, atol=1e-5)
     assert [int(r[0]) for r in rows[1:]] == labels[index].tolist()
     assert [int(r[1]) for r in rows[1:]] == np.argmax(out[index], axis=1).tolist()
-    sprite = Image.open(io.BytesIO(projector_get(server, "sprite_image", run="fx/validation", name=name)))
+    sprite = Image.open(
+        io.BytesIO(projector_get(server, "sprite_image", run="fx/validation", name=name))
+    )
     assert sprite.size == (23 * 28, 23 * 28)  # ceil(sqrt(500)) thumbnails a side
 
     # The callback's run: the best epoch's weights (training ended on the last one).
@@ -294,7 +316,9 @@ def test_projector_plugin_serves_tensor_metadata_and_sprite(server, logdir):
     assert [int(d) for d in embedding["tensorShape"]] == [64, 8]
     raw = projector_get(server, "tensor", run="fit/validation", name=embedding["tensorName"])
     assert len(raw) == 64 * 8 * 4
-    sprite = projector_get(server, "sprite_image", run="fit/validation", name=embedding["tensorName"])
+    sprite = projector_get(
+        server, "sprite_image", run="fit/validation", name=embedding["tensorName"]
+    )
     assert Image.open(io.BytesIO(sprite)).mode == "RGB"
 
 
@@ -352,7 +376,9 @@ def test_browser_images_page_shows_confusion_matrix(server, page):
 
 def test_browser_pr_curves_tab_draws_the_curves(server, page):
     page.goto(server + "/#pr_curves", wait_until="networkidle")
-    card = page.locator("tf-pr-curve-card").filter(has=page.get_by_text("tag: pr_curves/7", exact=True))
+    card = page.locator("tf-pr-curve-card").filter(
+        has=page.get_by_text("tag: pr_curves/7", exact=True)
+    )
     card.first.wait_for(timeout=30_000)
     lines = card.first.locator(".line-plot:not(.ghost) path")
     lines.first.wait_for(timeout=30_000)
