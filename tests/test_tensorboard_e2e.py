@@ -271,7 +271,9 @@ def test_pr_curves_plugin_serves_a_curve_per_class_for_each_validation(server, l
     recall, precision = per_class(vy, np.argmax(probs, axis=1), 3)
     for c, name in enumerate(COLOURS):
         for kind, values in (("accuracy", recall), ("precision", precision)):
-            query = urllib.parse.urlencode({"run": "fit/validation", "tag": f"per_class/{kind}/{name}"})
+            query = urllib.parse.urlencode(
+                {"run": "fit/validation", "tag": f"per_class/{kind}/{name}"}
+            )
             served = get(server + "/data/plugin/scalars/scalars?" + query)
             assert served[-1][1] == 24 and served[-1][2] == pytest.approx(values[c], abs=1e-6)
 
