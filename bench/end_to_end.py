@@ -36,6 +36,7 @@ Not a test: numbers depend on the machine and its load (this one: 2 shared cores
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import re
 import shlex
@@ -246,10 +247,11 @@ def main(argv=None) -> None:
             r["bare_validation"] = bare.pass_seconds("validation")
             r["bare_test"] = bare.pass_seconds("test")
             r["size_mb"] = dir_size(os.path.join(logdir, "bench")) / 1e6
-            r["events_mb"] = (
+            r["events_mb"] = (  # event files only (the projector's files are not events)
                 sum(
-                    dir_size(os.path.join(logdir, "bench", d))
+                    os.path.getsize(f)
                     for d in ("train", "validation", "test")
+                    for f in glob.glob(os.path.join(logdir, "bench", d, "events.out.tfevents.*"))
                 )
                 / 1e6
             )

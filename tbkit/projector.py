@@ -123,6 +123,8 @@ def _pairs(data):
     if isinstance(data, tf.data.Dataset):
         return data
     x, y = data
+    if isinstance(x, list):  # several inputs: a tuple, not one stacked tensor
+        x = tuple(x)
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(256)
 
 
@@ -158,7 +160,7 @@ def embed(model, x, layer: str | None = None, batch_size: int = 256):
     with _capturing(target, side, seen):
         for start in range(0, n, batch_size):
             part = tf.nest.map_structure(lambda t, a=start: t[a : a + batch_size], x)
-            outputs.append(np.asarray(model(part, training=False)))
+            outputs.append(np.asarray(tf.nest.flatten(model(part, training=False))[0]))
     if len(seen) != len(outputs):
         raise TbkitError(
             f"layer {target.name} ran {len(seen)} times for {len(outputs)} batches "
@@ -233,8 +235,8 @@ def write_embedding(
     indices, x, y = sample(data, examples)
     emb, scores, layer_name = embed(model, x, layer)
     labels = np.asarray(y).reshape(-1)
-    scores = scores.reshape(len(emb), -1) if scores.size else scores
-    pred = np.argmax(scores, axis=-1) if scores.ndim == 2 and scores.shape[-1] > 1 else None
+    one_each = scores.ndim == 2 and len(scores) == len(emb) and scores.shape[-1] > 1
+    pred = np.argmax(scores, axis=-1) if one_each else None
     name = f"{layer_name} @ {'best ' if best else ''}{unit} {step}"
     key = _key(f"{layer_name}_{'best_' if best else ''}{unit}_{step}")
     out = os.path.join(run_dir, "validation")
@@ -245,11 +247,14 @@ def write_embedding(
         v = int(v)
         return str(class_names[v]) if class_names and 0 <= v < len(class_names) else str(v)
 
-    rows = ["label\tprediction\tcorrect\tindex"]
-    for i, lab in enumerate(labels):
-        p = pred[i] if pred is not None else None
-        right = "" if p is None else ("yes" if p == lab else "no")
-        rows.append(f"{label(lab)}\t{'' if p is None else label(p)}\t{right}\t{indices[i]}")
+    if len(labels) == len(emb):
+        rows = ["label\tprediction\tcorrect\tindex"]
+        for i, lab in enumerate(labels):
+            p = pred[i] if pred is not None else None
+            right = "" if p is None else ("yes" if p == lab else "no")
+            rows.append(f"{label(lab)}\t{'' if p is None else label(p)}\t{right}\t{indices[i]}")
+    else:  # not one label per example (e.g. one per time step): the sample's indices only
+        rows = [str(i) for i in indices]
     with atomic_write(os.path.join(folder, key + ".metadata.tsv"), "w") as f:
         f.write("\n".join(rows) + "\n")
     with atomic_write(os.path.join(folder, key + ".tsv"), "w") as f:
