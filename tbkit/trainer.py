@@ -452,10 +452,21 @@ class Trainer:
         )
 
     def _projects(self, validation_data) -> bool:
+        if self._multi_worker():
+            # Loading the best weights into the workers' variables takes collective ops
+            # that only the chief would run: the other workers would hang or fail.
+            if self.projector_examples and not getattr(self, "_said_projector", False):
+                self._said_projector = True
+                self._log("The projector is not written under MultiWorkerMirroredStrategy")
+            return False
         return bool(
             self.chief and self.projector_examples and self._classifier
             and validation_data is not None
         )  # fmt: skip
+
+    def _multi_worker(self) -> bool:
+        extended = self.strategy.extended
+        return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
 
     def _project(self, state, validation_data, step: int, best: bool = False) -> None:
         if self._projects(validation_data):
