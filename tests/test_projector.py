@@ -168,3 +168,31 @@ def test_a_wrong_layer_name_fails_before_training(tmp_path):
     with pytest.raises(TbkitError, match="no layer named 'hiden'"):
         model.fit(x[:100], y[:100], epochs=1, verbose=0, callbacks=[cb])
     assert not (tmp_path / "k" / "checkpoints").exists()
+
+
+def test_callback_projector_options(tmp_path):
+    """`projector_every` (epochs), `projector_layer`, `projector_examples` under `model.fit`."""
+    x, y = data()
+    runs = {}
+    for name, kw in {"every": {"projector_every": 1, "projector_layer": "flat"},
+                     "few": {"projector_examples": 7}, "none": {"projector_examples": 0}}.items():  # fmt: skip
+        keras.utils.set_random_seed(1)
+        model = functional()
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])  # fmt: skip
+        cb = tbkit.keras.TensorBoardRun(tmp_path / name, validation_data=(x[100:], y[100:]),
+                                        dynamics=False, log=lambda _: None, **kw)  # fmt: skip
+        model.fit(x[:100], y[:100], epochs=2, batch_size=25, verbose=0,
+                  validation_data=(x[100:], y[100:]), callbacks=[cb])  # fmt: skip
+        runs[name] = tmp_path / name
+    names = [e.tensor_name for e in config(runs["every"]).embeddings]
+    assert names[0].startswith("flat @ best epoch ") and names[1:] == [
+        "flat @ epoch 1",
+        "flat @ epoch 2",
+    ]
+    (best,) = config(runs["few"]).embeddings
+    assert best.tensor_name.startswith("hidden @ best epoch ") and list(best.tensor_shape) == [
+        7,
+        16,
+    ]
+    assert not (runs["none"] / "validation" / "projector_config.pbtxt").exists()

@@ -76,6 +76,7 @@ def fit_with_the_callback(run_dir):
     callback = tbkit.keras.TensorBoardRun(
         str(run_dir), validation_data=(vx, vy), class_names=COLOURS, projector_examples=64,
         restore_best_weights=False, log=lambda _: None,
+        dynamics=False,  # its Custom Scalars layout would join the fixture run's in one layout
     )  # fmt: skip
     model.fit(x, y, batch_size=30, epochs=3, validation_data=(vx, vy), verbose=0,
               callbacks=[callback])  # fmt: skip
