@@ -55,7 +55,11 @@ def make_trainer(model, run_dir, **kw):
     return tbkit.Trainer(model, keras.optimizers.Adam(0.05),
                          keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                          run_dir, eval_every=10, summary_every=10, progress=False,
-                         log=lambda _: None, **kw)  # fmt: skip
+                         log=lambda _: None, **{**QUIET, **kw})  # fmt: skip
+
+
+# The layer summaries are tested elsewhere: here they would only add tracing time.
+QUIET = dict(histograms=False, images=False, dynamics=False)
 
 
 def test_trainer_projects_the_best_checkpoint_and_keeps_the_last_weights(tmp_path):
