@@ -21,6 +21,7 @@ so the projector's tensor menu switches between them.
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import os
 import re
@@ -242,6 +243,12 @@ def write_embedding(
     out = os.path.join(run_dir, "validation")
     folder = os.path.join(out, FOLDER)
     tf.io.gfile.makedirs(folder)
+    # Half-written files of a process killed while writing here (atomic_write's temporaries).
+    for stale in glob.glob(os.path.join(folder, ".tmp-*")) + glob.glob(
+        os.path.join(out, f".tmp-{CONFIG}-*")
+    ):
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
 
     def label(v) -> str:
         v = int(v)

@@ -200,3 +200,21 @@ def test_callback_projector_options(tmp_path):
         16,
     ]
     assert not (runs["none"] / "validation" / "projector_config.pbtxt").exists()
+
+
+def test_files_half_written_by_a_killed_process_are_cleared(tmp_path):
+    """A process killed inside `atomic_write` leaves a temporary; the next write removes it
+    (the run directory must hold no `.tmp-` files, as the kill tests check)."""
+    from tbkit import projector as tbp
+
+    x, y = data()
+    model = functional()
+    model(x[:1])
+    folder = tmp_path / "validation" / "projector"
+    folder.mkdir(parents=True)
+    (folder / ".tmp-hidden_step_1.tsv-abc").write_text("half")
+    (tmp_path / "validation" / ".tmp-projector_config.pbtxt-xyz").write_text("half")
+    name = tbp.write_embedding(str(tmp_path), model, (x[:20], y[:20]), step=1, examples=10)
+    assert name == "hidden @ step 1"
+    assert not list(tmp_path.rglob(".tmp-*"))
+    assert [e.tensor_name for e in config(tmp_path).embeddings] == [name]
