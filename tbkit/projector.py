@@ -216,6 +216,7 @@ def write_embedding(
     examples: int = 1000,
     layer: str | None = None,
     class_names=None,
+    write: bool = True,
 ) -> str:
     """Writes one embedding for the projector into `run_dir/validation`; returns its name.
 
@@ -228,6 +229,8 @@ def write_embedding(
       examples: how many validation examples to embed (a seeded sample).
       layer: the layer whose output to embed (default: the input of the last layer with weights).
       class_names: names for the labels and predictions in the metadata.
+      write: False computes the embedding and writes nothing (the other workers of
+        a multi-worker run, which must run the same operations as the chief).
     """
     from google.protobuf import text_format
     from PIL import Image
@@ -239,6 +242,8 @@ def write_embedding(
     one_each = scores.ndim == 2 and len(scores) == len(emb) and scores.shape[-1] > 1
     pred = np.argmax(scores, axis=-1) if one_each else None
     name = f"{layer_name} @ {'best ' if best else ''}{unit} {step}"
+    if not write:
+        return name
     key = _key(f"{layer_name}_{'best_' if best else ''}{unit}_{step}")
     out = os.path.join(run_dir, "validation")
     folder = os.path.join(out, FOLDER)

@@ -452,17 +452,9 @@ class Trainer:
         )
 
     def _projects(self, validation_data) -> bool:
-        if self._multi_worker():
-            # Loading the best weights into the workers' variables takes collective ops
-            # that only the chief would run: the other workers would hang or fail.
-            if self.projector_examples and not getattr(self, "_said_projector", False):
-                self._said_projector = True
-                self._log("The projector is not written under MultiWorkerMirroredStrategy")
-            return False
-        return bool(
-            self.chief and self.projector_examples and self._classifier
-            and validation_data is not None
-        )  # fmt: skip
+        # Every worker computes (loading the best weights into distributed variables
+        # takes the same collective operations on each); only the chief writes.
+        return bool(self.projector_examples and self._classifier and validation_data is not None)
 
     def _multi_worker(self) -> bool:
         extended = self.strategy.extended
@@ -473,7 +465,7 @@ class Trainer:
             tbp.write_embedding(
                 state.path, self.model, validation_data, step=step, best=best,
                 examples=self.projector_examples, layer=self.projector_layer,
-                class_names=self.class_names,
+                class_names=self.class_names, write=self.chief,
             )  # fmt: skip
 
     def _project_best(self, state, validation_data) -> None:
@@ -481,7 +473,9 @@ class Trainer:
         (loaded for it, then put back), written once per best."""
         if not self._projects(validation_data) or not state.best_path:
             return
-        if tbp.best_embedding_step(state.path) == state.best_step:
+        # Whether it is written already: the chief's files say; other workers cannot
+        # read them reliably, so under several workers every fit embeds its best again.
+        if not self._multi_worker() and tbp.best_embedding_step(state.path) == state.best_step:
             return
         t = time.perf_counter()
         with tbp.best_weights(self.model, state.best_path):

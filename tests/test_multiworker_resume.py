@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import FIXTURE, ROOT, event_files, load_events, scalars
@@ -87,6 +88,24 @@ def test_train_mnist_two_workers_killed_and_restarted(tmp_path):
     assert got == ref and sorted(got) == [10, 20, 30, 40]
     best = lambda run: scalars(load_events(str(tmp_path / run / "test")), "accuracy")  # noqa: E731
     assert best("killed") == best("reference")  # same best step (the x value), same accuracy
+
+    # The projector (every worker loads the best weights; the chief writes): the same
+    # embedding of the same best checkpoint in both runs, and nothing from the other worker.
+    def embedding(run):
+        folder = tmp_path / run / "validation"
+        names = re.findall(r'tensor_name: "(.*)"', (folder / "projector_config.pbtxt").read_text())
+        files = sorted(p.name for p in (folder / "projector").iterdir())
+        tensor = np.loadtxt(
+            next((folder / "projector").glob("*_best_step_*[0-9].tsv")), delimiter="\t"
+        )
+        return names, files, tensor
+
+    names, files, tensor = embedding("reference")
+    assert len(names) == 1 and names[0].startswith("layer_fc1 @ best step ") and len(files) == 3
+    assert tensor.shape == (500, 128)
+    killed = embedding("killed")
+    assert killed[:2] == (names, files)
+    np.testing.assert_allclose(killed[2], tensor, rtol=1e-5, atol=1e-6)
 
 
 def test_a_non_chief_run_state_resumes_from_the_chiefs_checkpoints(tmp_path):
