@@ -85,6 +85,10 @@ class TensorBoardRun(keras.callbacks.Callback):
       min_delta: margin an improvement must exceed.
       patience: stop after this many epochs without improvement (None: never).
       restore_best_weights: restore the best checkpoint when training ends (default True).
+      class_metrics: for a classifier, the per-class scalars and PR curves on
+        `validation_data` at every epoch (default True). They cost one `predict`
+        of `validation_data` per epoch (Keras keeps its own validation predictions
+        from callbacks); False predicts only at improvements, for the confusion matrix.
       projector_examples: embed this many `validation_data` examples (a seeded
         sample) for TensorBoard's Projector when training ends, with the best
         checkpoint's weights (default 1000; 0: none).
@@ -120,6 +124,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         restore_best_weights: bool = True,
         class_names=None,
         profile_steps=None,
+        class_metrics: bool = True,
         projector_examples: int = 1000,
         projector_layer: str | None = None,
         projector_every: int | None = None,
@@ -166,6 +171,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         self.profile_steps = parse_steps(profile_steps)
         self.projector_examples, self.projector_layer = projector_examples, projector_layer
         self.projector_every = projector_every
+        self.class_metrics = class_metrics
         self._profiler: Profiler | None = None
         self._before = None
         self._diverged: str | None = None
@@ -454,13 +460,16 @@ class TensorBoardRun(keras.callbacks.Callback):
             if self.state.best_value is not None:
                 name = self.monitor.removeprefix("val_")
                 tf.summary.scalar(f"best_{name}", self.state.best_value)
-            classified = self._classify() if self.validation_data is not None else None
+            pictures = self.images and (improved or value is None)
+            wanted = self.validation_data is not None and (self.class_metrics or pictures)
+            classified = self._classify() if wanted else None
             if classified is not None:
                 y, pred, out = classified
                 classes = max(out.shape[-1], len(self.class_names or ()))
-                write_per_class(y, pred, classes, self.class_names)
-                write_pr_curves(y, out, self.class_names)
-                if self.images and (improved or value is None):
+                if self.class_metrics:
+                    write_per_class(y, pred, classes, self.class_names)
+                    write_pr_curves(y, out, self.class_names)
+                if pictures:
                     self._validation_images(y, pred, classes)
         if self.projector_every and (epoch + 1) % self.projector_every == 0:
             self._project(epoch + 1)

@@ -13,6 +13,7 @@ from PIL import Image
 from tensorboard.plugins import projector
 
 import tbkit
+from conftest import load_events
 from tbkit.errors import TbkitError
 
 
@@ -179,7 +180,7 @@ def test_callback_projector_options(tmp_path):
     x, y = data()
     runs = {}
     for name, kw in {"every": {"projector_every": 1, "projector_layer": "flat"},
-                     "few": {"projector_examples": 7}, "none": {"projector_examples": 0}}.items():  # fmt: skip
+                     "few": {"projector_examples": 7}, "none": {"projector_examples": 0, "class_metrics": False}}.items():  # fmt: skip
         keras.utils.set_random_seed(1)
         model = functional()
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -200,6 +201,11 @@ def test_callback_projector_options(tmp_path):
         16,
     ]
     assert not (runs["none"] / "validation" / "projector_config.pbtxt").exists()
+    # class_metrics: per-class scalars and PR curves, or (False) none of them
+    tags = lambda run: set(load_events(str(runs[run] / "validation")).Tags()["tensors"])  # noqa: E731
+    assert {"per_class/accuracy/0", "per_class/precision/3", "pr_curves/2"} <= tags("few")
+    assert not any(t.startswith(("per_class/", "pr_curves/")) for t in tags("none"))
+    assert "confusion_matrix" in tags("none")  # still pictured at improvements
 
 
 def test_files_half_written_by_a_killed_process_are_cleared(tmp_path):
