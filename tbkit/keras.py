@@ -141,22 +141,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             raise ValueError(
                 f"patience must be a positive integer or None. Received: patience={patience!r}"
             )
-        if (
-            isinstance(projector_examples, bool)
-            or not isinstance(projector_examples, int)
-            or projector_examples < 0
-        ):
-            raise ValueError(
-                f"projector_examples must be a non-negative integer. Received: projector_examples={projector_examples!r}"
-            )
-        if projector_every is not None and (
-            isinstance(projector_every, bool)
-            or not isinstance(projector_every, int)
-            or projector_every <= 0
-        ):
-            raise ValueError(
-                f"projector_every must be a positive integer or None. Received: projector_every={projector_every!r}"
-            )
+        tbp.check_options(projector_examples, projector_every)
         if mode == "auto":
             mode = "min" if "loss" in monitor else "max"
         if mode not in ("min", "max"):

@@ -38,6 +38,23 @@ SPRITE_MAX = 8192  # the projector's largest sprite image, in pixels per side
 SEED = 20161  # the sample is the same in every run over the same data
 
 
+def check_options(examples, every) -> None:
+    """Raises `ValueError` for a `projector_examples` that is not a non-negative integer
+    or a `projector_every` that is neither None nor a positive integer."""
+
+    def integer(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not integer(examples) or examples < 0:
+        raise ValueError(
+            f"projector_examples must be a non-negative integer. Received: projector_examples={examples!r}"
+        )
+    if every is not None and (not integer(every) or every <= 0):
+        raise ValueError(
+            f"projector_every must be a positive integer or None. Received: projector_every={every!r}"
+        )
+
+
 def _weighted(layer) -> bool:
     return bool(getattr(layer, "weights", None))
 

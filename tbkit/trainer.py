@@ -147,15 +147,7 @@ class Trainer:
         for name in ("eval_every", "summary_every", "checkpoint_every", "image_every"):
             _positive(name, locals()[name])
         _positive("patience", patience, allow_none=True)
-        _positive("projector_every", projector_every, allow_none=True)
-        if (
-            isinstance(projector_examples, bool)
-            or not isinstance(projector_examples, int)
-            or projector_examples < 0
-        ):
-            raise ValueError(
-                f"projector_examples must be a non-negative integer. Received: projector_examples={projector_examples!r}"
-            )
+        tbp.check_options(projector_examples, projector_every)
         if monitor not in _MONITORS:
             raise ValueError(
                 f"monitor must be one of {', '.join(_MONITORS)}. Received: monitor={monitor!r}"

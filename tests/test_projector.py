@@ -224,3 +224,15 @@ def test_files_half_written_by_a_killed_process_are_cleared(tmp_path):
     assert name == "hidden @ step 1"
     assert not list(tmp_path.rglob(".tmp-*"))
     assert [e.tensor_name for e in config(tmp_path).embeddings] == [name]
+
+
+@pytest.mark.parametrize(("option", "value"), [("projector_examples", -1), ("projector_examples", True),
+                                               ("projector_every", 0), ("projector_every", 2.5)])  # fmt: skip
+def test_bad_projector_options_are_refused_at_both_doors(tmp_path, option, value):
+    x, _ = data()
+    model = functional()
+    model(x[:1])
+    with pytest.raises(ValueError, match=f"{option} must be"):
+        make_trainer(model, tmp_path / "r", **{option: value})
+    with pytest.raises(ValueError, match=f"{option} must be"):
+        tbkit.keras.TensorBoardRun(tmp_path / "k", **{option: value})
