@@ -37,6 +37,67 @@ def per_class(labels, predictions, num_classes: int) -> tuple[np.ndarray, np.nda
     return recall, precision
 
 
+def model_classes(model) -> int | None:
+    """The number of classes a model outputs (its first output's last dimension), or None
+    when the model does not say (a subclassed model not yet called symbolically)."""
+    outputs = getattr(model, "outputs", None)
+    try:
+        width = tf_last_dim(outputs[0] if isinstance(outputs, list | tuple) else outputs)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        width = None
+    return width
+
+
+def tf_last_dim(tensor) -> int | None:
+    shape = getattr(tensor, "shape", None)
+    if shape is None or len(shape) == 0 or shape[-1] is None:
+        return None
+    return int(shape[-1])
+
+
+def check_class_names(class_names, classes: int | None) -> list[str] | None:
+    """The rule of both doors: at least one name per class the model outputs.
+
+    Args:
+      class_names: the names given (None: class numbers are used).
+      classes: the model's number of classes (None when unknown: nothing to check).
+
+    Returns:
+      The names as a list of strings, or None.
+
+    Raises:
+      ValueError: fewer names than classes (said before training, never mid-run).
+    """
+    if class_names is None:
+        return None
+    if isinstance(class_names, str):
+        raise ValueError(
+            f"class_names must be a sequence of names, one per class. Received: class_names={class_names!r}"
+        )
+    names = [str(n) for n in class_names]
+    if classes is not None and classes > 1 and len(names) < classes:
+        raise ValueError(
+            f"class_names has {len(names)} names for a model of {classes} classes (one per "
+            f"class). Received: class_names={names!r}"
+        )
+    return names
+
+
+def class_count(classes: int | None, class_names, labels=None, predictions=None) -> int:
+    """How many classes the per-class pictures and scalars show: the model's, the names',
+    and any label or prediction beyond both (one rule at both doors)."""
+    count = max(classes or 0, len(class_names or ()))
+    for values in (labels, predictions):
+        if values is not None and np.size(values):
+            count = max(count, int(np.max(values)) + 1)
+    return count
+
+
+def _names(class_names, num_classes: int) -> list[str]:
+    names = [str(n) for n in class_names or ()][:num_classes]
+    return names + [str(i) for i in range(len(names), num_classes)]
+
+
 def class_tag(name) -> str:
     """A class name as a tag component (TensorBoard splits tags on `/`)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)) or "_"
@@ -46,7 +107,7 @@ def write_per_class(labels, predictions, num_classes: int, class_names=None, ste
     """Writes the per-class scalars to the default writer (one raw summary)."""
     from tbkit.summaries import write_eagerly
 
-    names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+    names = _names(class_names, num_classes)
     recall, precision = per_class(labels, predictions, num_classes)
     values = []
     for name, r, p in zip(names, recall, precision, strict=True):
@@ -100,9 +161,9 @@ def write_pr_curves(labels, scores, class_names=None, step=None) -> bool:
     classes = probs.shape[-1]
     if classes > PR_MAX_CLASSES or classes < 2:
         return False
-    names = list(class_names) if class_names else [str(i) for i in range(classes)]
+    names = _names(class_names, classes)
     merged = summary_pb2.Summary()
-    for cls, name in enumerate(names[:classes]):
+    for cls, name in enumerate(names):
         tp, fp, tn, fn, precision, recall = pr_curve(labels, probs, cls)
         tag = f"pr_curves/{class_tag(name)}"
         built = pr_summary.raw_data_pb(

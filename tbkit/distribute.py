@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tbkit.datasets.pipeline import without_autotune
 from tbkit.errors import TbkitError
+from tbkit.measure import StepDynamics, dense_gradients, measure
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -112,13 +113,9 @@ def make_train_step(
     return TrainStep(strategy, model, optimizer, loss_fn, window, classifier, jit_compile)
 
 
-def l2_norm(t) -> tf.Tensor:
-    """The L2 norm of a tensor or variable, in float32."""
-    t = tf.cast(tf.convert_to_tensor(t), tf.float32)
-    return tf.sqrt(tf.reduce_sum(tf.square(t)))
-
-
 def _any_nonfinite(t) -> tf.Tensor:
+    if isinstance(t, tf.IndexedSlices):
+        t = t.values  # the rows it holds are the only values it has
     return tf.logical_not(
         tf.reduce_all(tf.math.is_finite(tf.cast(tf.convert_to_tensor(t), tf.float32)))
     )
@@ -251,11 +248,8 @@ class TrainStep:
 
     def _before(self, grads):
         """Dynamics of a recording step, before the update (replica context)."""
-        grads = list(grads)
-        for i, g in enumerate(grads):
-            if g is None:
-                self.no_gradient.add(i)
-                grads[i] = tf.zeros_like(self.variables[i])
+        grads, missing = dense_gradients(grads, self.variables)
+        self.no_gradient.update(missing)
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
@@ -264,22 +258,9 @@ class TrainStep:
         lr = tf.cast(lr() if callable(lr) else lr, tf.float32)
         return grads, before, lr
 
-    def _after(self, dyn):
+    def _after(self, dyn) -> StepDynamics:
         grads, before, lr = dyn
-        grad_norm = tf.stack([l2_norm(g) for g in grads])
-        return {
-            "gradients": grads,
-            "gradient_norm": grad_norm,
-            "weight_norm": tf.stack([l2_norm(b) for b in before]),
-            "update_norm": tf.stack(
-                [
-                    l2_norm(tf.convert_to_tensor(v) - b)
-                    for v, b in zip(self.variables, before, strict=True)
-                ]
-            ),
-            "global_norm": tf.sqrt(tf.reduce_sum(tf.square(grad_norm))),
-            "learning_rate": lr,
-        }
+        return measure(grads, before, self.variables, lr)
 
     @property
     def python_function(self):
@@ -295,8 +276,7 @@ class TrainStep:
         """The step, plus its dynamics (first replica's copy; every replica holds the same)."""
         loss, acc, dyn = self._recording(x, y)
         dyn = tf.nest.map_structure(lambda t: self.strategy.experimental_local_results(t)[0], dyn)
-        dyn["no_gradient"] = frozenset(self.no_gradient)
-        return loss, acc, dyn
+        return loss, acc, dyn._replace(no_gradient=frozenset(self.no_gradient))
 
     def first_nonfinite(self) -> tuple[int, list[int], list[int]] | None:
         """`(batch, value indices, gradient indices)` of the window's first non-finite loss."""

@@ -38,7 +38,16 @@ def reason(e: BaseException, limit: int = 240) -> str:
     import re
 
     text = (getattr(e, "message", None) or str(e)).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Graph execution error"):
+        # "Graph execution error:" says nothing by itself: the reason is the first
+        # unindented line after the op's stack.
+        meaningful = [
+            ln for ln in lines[1:] if not ln[0].isspace() and not ln.startswith("Detected at")
+        ]
+    else:
+        meaningful = lines
+    line = (meaningful or lines or [type(e).__name__])[0].strip()
     line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
     if "; " in line:
         where, why = line.rsplit("; ", 1)

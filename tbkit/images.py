@@ -106,10 +106,16 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
     return flat[: num_classes * num_classes].reshape(num_classes, num_classes)
 
 
+def _tick_names(class_names, n: int) -> list[str]:
+    """`n` names: the given ones, then class numbers for any class beyond them."""
+    names = [str(c) for c in (class_names or ())][:n]
+    return names + [str(i) for i in range(len(names), n)]
+
+
 def confusion_matrix_text(cm, class_names: Sequence[str] | None = None) -> str:
     """The matrix as aligned text: rows are true classes, columns predictions."""
     cm = np.asarray(cm)
-    names = [str(c) for c in (class_names or range(len(cm)))]
+    names = _tick_names(class_names, len(cm))
     width = max(len(str(int(cm.max()))) if cm.size else 1, *(len(n) + 2 for n in names))
     lines = []
     for name, row in zip(names, cm, strict=True):
@@ -148,7 +154,7 @@ def confusion_matrix_image(
     """
     cm = np.asarray(cm, dtype=np.float64)
     n = len(cm)
-    names = [str(c) for c in (class_names or range(n))]
+    names = _tick_names(class_names, n)
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
     fig = Figure(figsize=(6, 5.4), dpi=100)
     ax = fig.add_subplot()
@@ -201,7 +207,7 @@ def example_errors_image(
         images = images[..., 0]
     labels, predictions = np.asarray(labels).ravel(), np.asarray(predictions).ravel()
     wrong = np.flatnonzero(labels != predictions)[:count]
-    name = (lambda c: str(class_names[c])) if class_names else str
+    name = (lambda c: str(class_names[c]) if c < len(class_names) else str(c)) if class_names else str
     rows, cols = _grid_shape(max(count, 1))
     # One figure without axes: each image is upscaled (nearest neighbour, as imshow shows
     # it) and pasted at pixel offsets, its title drawn above it. Nine Axes objects with

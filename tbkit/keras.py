@@ -50,8 +50,14 @@ import tensorflow as tf
 from tbkit import dynamics as tbd
 from tbkit import images as tbi
 from tbkit import projector as tbp
-from tbkit.classes import write_per_class, write_pr_curves
-from tbkit.distribute import is_chief, l2_norm
+from tbkit.classes import (
+    check_class_names,
+    class_count,
+    model_classes,
+    write_per_class,
+    write_pr_curves,
+)
+from tbkit.distribute import dense, is_chief, l2_norm
 from tbkit.errors import TrainingError
 from tbkit.profiling import Profiler, parse_steps
 from tbkit.recorder import LayerRecorder
@@ -184,6 +190,8 @@ class TensorBoardRun(keras.callbacks.Callback):
         strategy = self.model.distribute_strategy
         chief = is_chief(strategy)
         self._chief = chief
+        # One rule at both doors, said before the first batch.
+        self.class_names = check_class_names(self.class_names, model_classes(self.model))
         if self.projector_examples and self.projector_layer is not None:
             tbp.target_layer(self.model, self.projector_layer)  # a wrong name fails before training
         self.writers = RunWriters(self.logdir, enabled=chief)
@@ -206,6 +214,7 @@ class TensorBoardRun(keras.callbacks.Callback):
                 chief=chief,
                 names={id(v): tag for tag, v in self.recorder.tags.items()},
                 log=self.log,
+                unit="epoch",
             )
             self.state.open()
         if self.state.resumed:
@@ -288,7 +297,7 @@ class TensorBoardRun(keras.callbacks.Callback):
                 v.assign(value)
             missing = [i for i, g in enumerate(grads) if g is None]
             grads = [
-                tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables, strict=True)
+                tf.zeros_like(v) if g is None else dense(g) for g, v in zip(grads, variables, strict=True)
             ]
             return grads, missing
 
@@ -450,7 +459,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             classified = self._classify() if wanted else None
             if classified is not None:
                 y, pred, out = classified
-                classes = max(out.shape[-1], len(self.class_names or ()))
+                classes = class_count(out.shape[-1], self.class_names, y, pred)
                 if self.class_metrics:
                     write_per_class(y, pred, classes, self.class_names)
                     write_pr_curves(y, out, self.class_names)
@@ -525,7 +534,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             if self._saved_epoch != epoch and not self._diverged:
                 self.state.save_latest(epoch)
             if self.restore_best_weights and self.state.best_path:
-                tf.train.Checkpoint(model=self.model).restore(self.state.best_path).expect_partial()
+                self.state.restore_best()
             best = self.state.best_step
             if (
                 self.state.best_path

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tbkit import images as tbi
 from tbkit.dynamics import Dynamics
+from tbkit.measure import StepDynamics
 from tbkit.summaries import _buckets_numpy, histogram, variable_summaries, write_eagerly
 
 
@@ -253,6 +254,11 @@ class LayerRecorder:
         self._compiled = None
         self.latest: Dynamics | None = None
 
+    def reset(self) -> None:
+        """Forgets the compiled recording function (it holds the default writer it was
+        traced with): call it when the summaries go to another writer."""
+        self._compiled = None
+
     @property
     def trainable_tags(self) -> dict[int, str]:
         """`{index in model.trainable_variables: tag}`, in layer order (the gradients' order)."""
@@ -303,10 +309,10 @@ class LayerRecorder:
             if rows:
                 fractions = tf.stack(rows)
         if dyn is not None:
-            grads = dyn["gradients"]
+            grads = dyn.gradients
             for i, tag in self._trainable:
-                scalar(tag, "gradient_norm", dyn["gradient_norm"][i])
-                ratio = tf.math.divide_no_nan(dyn["update_norm"][i], dyn["weight_norm"][i])
+                scalar(tag, "gradient_norm", dyn.gradient_norm[i])
+                ratio = tf.math.divide_no_nan(dyn.update_norm[i], dyn.weight_norm[i])
                 scalar(tag, "update_ratio", ratio)
                 if self.gradient_histograms and eager:
                     full = "/".join(p for p in (outer, tag, "gradient") if p)
@@ -314,8 +320,8 @@ class LayerRecorder:
                 elif self.gradient_histograms:
                     with scope(tag):
                         histogram("gradient", grads[i], step=step)
-            scalar("", "gradient_global_norm", dyn["global_norm"])
-            scalar("", "learning_rate", dyn["learning_rate"])
+            scalar("", "gradient_global_norm", dyn.global_norm)
+            scalar("", "learning_rate", dyn.learning_rate)
         if pending:
             results.append(write_eagerly(pending, step=step))
         return tf.reduce_all(tf.stack(results)), fractions
@@ -331,8 +337,9 @@ class LayerRecorder:
             fractions (optional).
           compiled: run the statistics in one traced `tf.function` (fast when
             called many times) or eagerly in numpy (no tracing: for a few calls).
-          dynamics: what `TrainStep.recording` returns (gradients, norms,
-            learning rate): writes the gradient summaries too (optional).
+          dynamics: a `tbkit.measure.StepDynamics` (what the Trainer's recording
+            step and the callback's probe measure): writes the gradient
+            summaries too (optional).
           filters: also draw the filter grids (when the recorder has `images`);
             the Trainer draws them at its image cadence only, as PNGs are most
             of a run's event-file size.
@@ -348,9 +355,7 @@ class LayerRecorder:
         if not bool(tf.summary.should_record_summaries()):
             return False
         step = tf.convert_to_tensor(step, tf.int64)
-        tensors = None
-        if dynamics is not None:
-            tensors = {k: v for k, v in dynamics.items() if k != "no_gradient"}
+        tensors = dynamics.tensors() if dynamics is not None else None
         args = [step, inputs, tensors]
         while args and args[-1] is None:  # one trace per kind of call, not per None
             args.pop()
@@ -367,7 +372,7 @@ class LayerRecorder:
             tbi.filters_summary(tag, np.asarray(kernel.numpy()), step=step)
         return bool(ok)
 
-    def _host_dynamics(self, step: int, fractions, dyn) -> Dynamics | None:
+    def _host_dynamics(self, step: int, fractions, dyn: StepDynamics | None) -> Dynamics | None:
         fractions = np.asarray(fractions)
         if dyn is None and not len(fractions):
             return None
@@ -376,13 +381,15 @@ class LayerRecorder:
             for owner, (zero, dead) in zip(self._owners, fractions, strict=True):
                 d.zero_fraction[owner], d.dead_fraction[owner] = float(zero), float(dead)
         if dyn is not None:
-            host = {k: np.asarray(dyn[k]) for k in ("gradient_norm", "weight_norm", "update_norm")}
+            grad, weight, update = (
+                np.asarray(t) for t in (dyn.gradient_norm, dyn.weight_norm, dyn.update_norm)
+            )
             for i, tag in self._trainable:
-                d.gradient_norm[tag] = float(host["gradient_norm"][i])
-                d.weight_norm[tag] = float(host["weight_norm"][i])
-                d.update_norm[tag] = float(host["update_norm"][i])
-            d.global_norm = float(dyn["global_norm"])
-            d.learning_rate = float(dyn["learning_rate"])
-            missing = dyn.get("no_gradient", ())
+                d.gradient_norm[tag] = float(grad[i])
+                d.weight_norm[tag] = float(weight[i])
+                d.update_norm[tag] = float(update[i])
+            d.global_norm = float(dyn.global_norm)
+            d.learning_rate = float(dyn.learning_rate)
+            missing = dyn.no_gradient or ()
             d.no_gradient = {tag for i, tag in self._trainable if i in missing}
         return d

@@ -18,6 +18,10 @@ their run through it, so each keeps the same guarantees:
   process left half-written is removed under the lock;
 - a failed checkpoint write (disk full, file too large) is one `CheckpointError`
   line that names the best checkpoint kept;
+- no checkpoint ever holds a non-finite value: before each best and each latest
+  save every model and optimizer variable is checked (`tbkit.finite`), and a
+  NaN or Inf stops the run with a `TrainingError` naming the first one, in
+  layer order, whether or not it reached the loss;
 - under `tf.distribute` only the chief writes into the run directory; another
   worker writes to a scratch directory, seeded with a copy of the chief's
   checkpoints so that it resumes from the same point, and removed at the end.
@@ -39,7 +43,8 @@ from tbkit.checkpoints import (
     checkpoint_candidates,
     restore_newest_readable,
 )
-from tbkit.errors import ArchitectureError, CheckpointError, reason
+from tbkit.errors import ArchitectureError, CheckpointError, TrainingError, reason
+from tbkit.finite import FiniteCheck
 from tbkit.rundir import RunDir
 
 
@@ -60,6 +65,7 @@ class RunState:
       names: `{id(variable): name}` used in architecture errors (default: checkpoint keys).
       max_to_keep: latest checkpoints kept (default 2, so a damaged newest has a fallback).
       log: where the one-line notices go (resume, fallbacks).
+      unit: what a step of `record`/`save_latest` counts, for messages (default "step").
 
     Use it as a context manager, or call `open()` and `close()`:
 
@@ -84,6 +90,7 @@ class RunState:
         names: dict[int, str] | None = None,
         max_to_keep: int = 2,
         log: Callable[[str], None] = print,
+        unit: str = "step",
     ):
         if patience is not None and (
             isinstance(patience, bool) or not isinstance(patience, int) or patience <= 0
@@ -96,7 +103,8 @@ class RunState:
         )
         self.model, self.optimizer = model, optimizer
         self.mode, self.min_delta, self.patience = mode, min_delta, patience
-        self.chief, self.log = chief, log
+        self.chief, self.log, self.unit = chief, log, unit
+        self._finite = FiniteCheck(model, optimizer, names)
         self._extra, self._names, self._max_to_keep = dict(extra or {}), names, max_to_keep
         self._scratch: str | None = None
         self._open = False
@@ -246,7 +254,9 @@ class RunState:
 
         Raises:
           CheckpointError: the best checkpoint could not be written (one line).
+          TrainingError: a model or optimizer variable holds a NaN or an Inf.
         """
+        self.check_finite(step)
         improved = self.stopper.update(value, step)
         self._guarded(lambda: self.best.update(value, step), step)
         return improved
@@ -256,11 +266,30 @@ class RunState:
         return self.patience is not None and self.stopper.should_stop(step)
 
     def save_latest(self, step: int, finished: bool | None = None) -> str:
-        """Writes a latest checkpoint at `step` (optionally marking the run finished)."""
+        """Writes a latest checkpoint at `step` (optionally marking the run finished).
+
+        Raises:
+          CheckpointError: the checkpoint could not be written (one line).
+          TrainingError: a model or optimizer variable holds a NaN or an Inf.
+        """
+        self.check_finite(step)
         self.step.assign(step)
         if finished is not None:
             self.finished.assign(finished)
         return self._guarded(lambda: self.latest.save(checkpoint_number=step), step)
+
+    def check_finite(self, step: int) -> None:
+        """Raises `TrainingError` when a model or optimizer variable holds a NaN or an Inf.
+
+        Run before every checkpoint, so none ever holds one; the message names the
+        first such variable in layer order and the best checkpoint kept.
+        """
+        bad = self._finite.first_nonfinite()
+        if bad is not None:
+            raise TrainingError(nonfinite_message(bad, step, self.unit, self._kept_step()))
+
+    def _kept_step(self) -> str:
+        return f"{self.unit} {self.best_step}" if self.best_path else "none yet"
 
     def restore_best(self) -> str:
         """Loads the best checkpoint into the model; returns its path.
@@ -290,3 +319,11 @@ class RunState:
         """Writes `config.json` into the run directory (chief only; once per run)."""
         if self.chief and self.run.read_config() is None:
             self.run.write_config(config)
+
+
+def nonfinite_message(variable: str, step: int, unit: str, kept: str) -> str:
+    """The one line of a run stopped by a non-finite weight (both doors say the same)."""
+    return (
+        f"non-finite values (NaN or Inf) in {variable} at {unit} {step}; stopping before any "
+        f"checkpoint holds them (lower the learning rate?). Best checkpoint kept: {kept}"
+    )

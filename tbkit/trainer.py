@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 from tbkit import dynamics as tbd
 from tbkit import images as tbi
 from tbkit import projector as tbp
-from tbkit.classes import write_per_class, write_pr_curves
+from tbkit.classes import (
+    check_class_names,
+    class_count,
+    model_classes,
+    write_per_class,
+    write_pr_curves,
+)
 from tbkit.distribute import (
     distribute,
     first_replica,
@@ -167,7 +173,7 @@ class Trainer:
         self.projector_every = projector_every
         if projector_examples and projector_layer is not None:
             tbp.target_layer(model, projector_layer)  # a wrong name fails now, not after training
-        self.class_names = list(class_names) if class_names is not None else None
+        self.class_names = check_class_names(class_names, model_classes(model))
         self.strategy = strategy or tf.distribute.get_strategy()
         self.hparams, self.config = hparams, config
         self.on_validation, self.progress = on_validation, progress
@@ -266,6 +272,9 @@ class Trainer:
                 self._project_best(state, validation_data)
                 return self._result(state, start, monitor, early, None)
             writers = RunWriters(state.path, enabled=self.chief)
+            # A compiled recorder holds the writer it was traced with: a second fit on
+            # this Trainer writes through new writers, so it traces anew.
+            self.recorder.reset()
             try:
                 with writers.scope("train"):
                     step, early = self._loop(
@@ -337,7 +346,10 @@ class Trainer:
             it = iter(ds)
             for step in range(start + 1, steps + 1):
                 t = time.perf_counter()
-                record = step % self.summary_every == 0
+                # The last step of a fit is always recorded and validated: a fit shorter
+                # than the cadences (or ending off them) still ends measured.
+                last = step == steps
+                record = step % self.summary_every == 0 or last
                 profiler.begin(step)
                 try:
                     x, y = next(it)
@@ -352,11 +364,16 @@ class Trainer:
                 self.timings["train_steps"] += time.perf_counter() - t
                 if record:
                     t = time.perf_counter()
-                    self.recorder.record(step, first_replica(self.strategy, x), dynamics=dyn,
-                                         filters=self._draws_filters(step))  # fmt: skip
+                    try:
+                        self.recorder.record(step, first_replica(self.strategy, x), dynamics=dyn,
+                                             filters=self._draws_filters(step))  # fmt: skip
+                    except tf.errors.OpError as e:  # not the disk's fault unless the writer says so
+                        raise TrainingError(
+                            f"recording the summaries of step {step} failed: {reason(e)}"
+                        ) from None
                     self.timings["summaries"] += time.perf_counter() - t
                 profiler.end(step)
-                if step % self.eval_every == 0:
+                if step % self.eval_every == 0 or last:
                     t = time.perf_counter()
                     improved, preds = self._validate(
                         state, writers, validate, step, monitor, batch_acc
@@ -380,7 +397,7 @@ class Trainer:
                 if step % self.checkpoint_every == 0 or signum is not None:
                     t = time.perf_counter()
                     self._check_finite(state, step)
-                    saved = state.save_latest(step)
+                    saved = self._weights_checked(lambda: state.save_latest(step), step)
                     self.timings["checkpoints"] += time.perf_counter() - t
                 if signum is not None:
                     bar.close()
@@ -443,6 +460,17 @@ class Trainer:
             f"rate?). Best checkpoint kept: {kept}"
         )
 
+    def _weights_checked(self, save, step: int):
+        """Runs a checkpoint write of the run state; a non-finite weight it refuses is
+        shown in TensorBoard (the `health` finding, the weights' `nonfinite` counts)."""
+        try:
+            return save()
+        except TrainingError as e:
+            if self.chief:
+                tbd.write_health(step, [str(e)])
+                self.recorder.record(step, compiled=False)
+            raise
+
     def _projects(self, validation_data) -> bool:
         # Every worker computes (loading the best weights into distributed variables
         # takes the same collective operations on each); only the chief writes.
@@ -500,7 +528,7 @@ class Trainer:
             val_loss, val_acc = train_loss, None
         value = val_acc if monitor == "accuracy" else val_loss
         t = time.perf_counter()
-        improved = state.record(value, step)
+        improved = self._weights_checked(lambda: state.record(value, step), step)
         ckpt = time.perf_counter() - t
         self.timings["checkpoints"] += ckpt
         self.timings["validation"] -= ckpt
@@ -538,14 +566,7 @@ class Trainer:
         self._say(line)
 
     def _num_classes(self, labels, pred) -> int:
-        if self.class_names:
-            return len(self.class_names)
-        outputs = getattr(self.model, "outputs", None)
-        try:
-            width = int(tf.nest.flatten(outputs)[0].shape[-1]) if outputs else 0
-        except (TypeError, IndexError):
-            width = 0
-        return max(width, int(max(labels.max(), pred.max())) + 1)
+        return class_count(model_classes(self.model), self.class_names, labels, pred)
 
     def _validation_images(self, writers, validation_data, step, labels, pred) -> None:
         with writers.scope("validation", step=step):
