@@ -11,7 +11,7 @@ data, one epoch per measurement, configurations interleaved in one process:
   keras-all  the Keras callbacks that together do what TensorBoardRun does beyond
            pictures: TensorBoard as above + ModelCheckpoint(save_best_only=True,
            weights) + BackupAndRestore (resume after interruption)
-  tbkit    tbkit.keras.TensorBoardRun(summary_freq="epoch", dynamics=False):
+  tbkit    tbkit.keras.TensorBoardRun(summary_every="epoch", dynamics=False):
            weight scalars + histograms + filter grids once per epoch, plus
            best/latest checkpoints (matched cadence, more content)
   tbkit-dyn  the same with the training dynamics on (the default): gradients
@@ -204,12 +204,12 @@ def main(argv=None) -> None:
             ]  # fmt: skip
         if kind == "tbkit":
             run = tbkit.keras.TensorBoardRun(
-                logdir, summary_freq="epoch", dynamics=False, images=not big, log=lambda _: None
+                logdir, summary_every="epoch", dynamics=False, images=not big, log=lambda _: None
             )
             return [Timed(run)]
         if kind == "tbkit-dyn":
             run = tbkit.keras.TensorBoardRun(
-                logdir, summary_freq="epoch", probe=(xv[:32], yv[:32]), log=lambda _: None
+                logdir, summary_every="epoch", probe=(xv[:32], yv[:32]), log=lambda _: None
             )
             return [Timed(run)]
         return []

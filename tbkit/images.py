@@ -207,7 +207,9 @@ def example_errors_image(
         images = images[..., 0]
     labels, predictions = np.asarray(labels).ravel(), np.asarray(predictions).ravel()
     wrong = np.flatnonzero(labels != predictions)[:count]
-    name = (lambda c: str(class_names[c]) if c < len(class_names) else str(c)) if class_names else str
+    name = (
+        (lambda c: str(class_names[c]) if c < len(class_names) else str(c)) if class_names else str
+    )
     rows, cols = _grid_shape(max(count, 1))
     # One figure without axes: each image is upscaled (nearest neighbour, as imshow shows
     # it) and pasted at pixel offsets, its title drawn above it. Nine Axes objects with

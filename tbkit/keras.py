@@ -5,8 +5,8 @@ One callback gives, for *any* Keras model (stock layers included):
 - every variable's summaries (`<layer>/<variable>/mean|stddev|min|max|histogram`,
   tags by `tbkit.recorder`'s rule) at a batch cadence or once per epoch,
   recorded between batches, never inside the compiled train step;
-- the epoch's `loss`/`accuracy`/... in `LOGDIR/train` and the `val_*` values,
-  stripped of their prefix, in `LOGDIR/validation`, so each pair shares a chart;
+- the epoch's `loss`/`accuracy`/... in `RUN_DIR/train` and the `val_*` values,
+  stripped of their prefix, in `RUN_DIR/validation`, so each pair shares a chart;
 - a filter grid for every 4-D kernel;
 - the training dynamics at the same cadence (`tbkit.dynamics`): each
   variable's `gradient_norm`, `gradient` histogram and `update_ratio`, each
@@ -42,24 +42,30 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from collections.abc import Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tbkit import dynamics as tbd
-from tbkit import images as tbi
-from tbkit import projector as tbp
-from tbkit.classes import (
-    check_class_names,
-    class_count,
-    model_classes,
-    write_per_class,
-    write_pr_curves,
-)
-from tbkit.distribute import dense, is_chief, l2_norm
+from tbkit.checks import check_positive
+from tbkit.classes import check_class_names, model_classes
+from tbkit.distribute import is_chief
+from tbkit.dynamics import findings as dynamics_findings
 from tbkit.errors import TrainingError
-from tbkit.profiling import Profiler, parse_steps
+from tbkit.hooks import (
+    Classified,
+    Diverged,
+    Ended,
+    Hook,
+    Hooks,
+    Recording,
+    Run,
+    Validated,
+    ValidationData,
+    default_hooks,
+)
+from tbkit.measure import StepDynamics, dense_gradients, measure
 from tbkit.recorder import LayerRecorder
 from tbkit.recorder import variable_tags as variable_tags
 from tbkit.runstate import RunState
@@ -70,12 +76,15 @@ class TensorBoardRun(keras.callbacks.Callback):
     """Instruments `model.fit` like train_mnist.py: summaries, images, best checkpoints.
 
     Args:
-      logdir: the run directory (`train/`, `validation/`, `checkpoints/` go inside).
-      validation_data: `(x, y)` with integer labels, for the confusion matrix and
-        example errors (optional; scalars come from `fit`'s own validation).
+      run_dir: the run directory (`train/`, `validation/`, `checkpoints/` go inside);
+        `logdir=` is its deprecated name.
+      validation_data: `(x, y)` arrays or a batched `tf.data.Dataset` of them,
+        with integer labels, for the per-class metrics, the confusion matrix,
+        example errors, the projector and the probe (optional; scalars come
+        from `fit`'s own validation).
         Other kinds of data skip those images with one warning.
-      summary_freq: `"epoch"` (default) or a number of batches between variable
-        summaries and filter images.
+      summary_every: `"epoch"` (default) or a number of batches between variable
+        summaries and filter images; `summary_freq=` is its deprecated name.
       histograms: record histograms (default True).
       images: record filter grids, confusion matrices and example errors (default True).
       profile_steps: `"A:B"` or `(A, B)`: trace TensorFlow's profiler over
@@ -103,9 +112,12 @@ class TensorBoardRun(keras.callbacks.Callback):
       projector_every: also embed the current weights every N epochs (default None).
       class_names: names for the confusion-matrix axes, per-class tags, PR curves
         and the projector's metadata.
+      config: a JSON-able dict written to `config.json` when the run starts.
+      hparams: a dict of hyperparameters for TensorBoard's HParams tab.
+      hooks: more `tbkit.Hook`s, run after tbkit's own on every event (`tbkit.hooks`).
       log: where one-line notices go (damaged checkpoints, fallbacks); default `print`.
 
-    Resuming: when `LOGDIR/checkpoints/latest` holds a checkpoint, `fit`
+    Resuming: when `RUN_DIR/checkpoints/latest` holds a checkpoint, `fit`
     continues after its epoch with the saved model, optimizer and patience. A run
     that stopped early is finished, and a later `fit` trains nothing (the best
     weights are restored). Failures (a run in use, damaged or foreign
@@ -114,9 +126,9 @@ class TensorBoardRun(keras.callbacks.Callback):
 
     def __init__(
         self,
-        logdir: str,
+        run_dir: str | None = None,
         validation_data=None,
-        summary_freq: int | str = "epoch",
+        summary_every: int | str = "epoch",
         histograms: bool = True,
         images: bool = True,
         monitor: str = "val_accuracy",
@@ -135,40 +147,53 @@ class TensorBoardRun(keras.callbacks.Callback):
         projector_layer: str | None = None,
         projector_every: int | None = None,
         log=print,
+        *,
+        config: dict | None = None,
+        hparams: dict | None = None,
+        hooks: Iterable[Hook] = (),
+        logdir: str | None = None,
+        summary_freq: int | str | None = None,
     ):
         super().__init__()
-        if summary_freq != "epoch" and (
-            isinstance(summary_freq, bool) or not isinstance(summary_freq, int) or summary_freq <= 0
-        ):
-            raise ValueError(
-                f"summary_freq must be 'epoch' or a positive integer. Received: summary_freq={summary_freq!r}"
-            )
-        if patience is not None and (not isinstance(patience, int) or patience <= 0):
-            raise ValueError(
-                f"patience must be a positive integer or None. Received: patience={patience!r}"
-            )
-        tbp.check_options(projector_examples, projector_every)
+        run_dir = _renamed("logdir", logdir, "run_dir", run_dir)
+        summary_every = _renamed("summary_freq", summary_freq, "summary_every", summary_every)
+        if run_dir is None:
+            raise TypeError("TensorBoardRun needs a run directory: TensorBoardRun(run_dir, ...)")
+        if summary_every != "epoch":
+            check_positive("summary_every", summary_every)
+        check_positive("patience", patience, allow_none=True)
         if mode == "auto":
             mode = "min" if "loss" in monitor else "max"
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min', 'max' or 'auto'. Received: mode={mode!r}")
-        self.logdir, self.validation_data = logdir, validation_data
-        self.summary_freq, self.histograms, self.images = summary_freq, histograms, images
+        self.run_dir, self.validation_data = os.fspath(run_dir), validation_data
+        self.summary_every, self.histograms, self.images = summary_every, histograms, images
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self.patience, self.restore_best_weights = patience, restore_best_weights
         self.class_names, self.log = class_names, log
         self.dynamics, self.gradient_histograms = dynamics, gradient_histograms
         self.probe, self.probe_size = probe, probe_size
-        self.profile_steps = parse_steps(profile_steps)
-        self.projector_examples, self.projector_layer = projector_examples, projector_layer
-        self.projector_every = projector_every
         self.class_metrics = class_metrics
-        self._profiler: Profiler | None = None
+        self.hooks = Hooks(
+            [
+                *default_hooks(
+                    images=images, image_every=1, class_metrics=class_metrics,
+                    projector_examples=projector_examples, projector_layer=projector_layer,
+                    projector_every=projector_every, profile_steps=profile_steps,
+                    config=config, hparams=hparams,
+                ),
+                *hooks,
+            ]
+        )  # fmt: skip
         self._before = None
         self._diverged: str | None = None
         self._open = False
         self.state: RunState | None = None
         self._warned: set[str] = set()
+
+    # The names of the previous release, kept as read-only aliases.
+    logdir = property(lambda self: self.run_dir)
+    summary_freq = property(lambda self: self.summary_every)
 
     @property
     def best(self):
@@ -189,13 +214,12 @@ class TensorBoardRun(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         strategy = self.model.distribute_strategy
         chief = is_chief(strategy)
-        self._chief = chief
         # One rule at both doors, said before the first batch.
         self.class_names = check_class_names(self.class_names, model_classes(self.model))
-        if self.projector_examples and self.projector_layer is not None:
-            tbp.target_layer(self.model, self.projector_layer)  # a wrong name fails before training
-        self.writers = RunWriters(self.logdir, enabled=chief)
-        self._probe_batch = self._find_probe() if self.dynamics else None
+        self.hooks.check(self.model)
+        self.writers = RunWriters(self.run_dir, enabled=chief)
+        data = ValidationData(self.validation_data) if self.validation_data is not None else None
+        self._probe_batch = self._find_probe(data) if self.dynamics else None
         self.recorder = LayerRecorder(
             self.model, histograms=self.histograms, images=self.images,
             activations=False,  # the probe's activation histograms would double the cost
@@ -205,7 +229,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         self._dynamics_fns = None
         with strategy.scope():
             self.state = RunState(
-                self.logdir,
+                self.run_dir,
                 model=self.model,
                 optimizer=self.model.optimizer,
                 mode=self.mode,
@@ -225,13 +249,21 @@ class TensorBoardRun(keras.callbacks.Callback):
                     int(self.epoch.numpy()), self.params.get("epochs", 0)
                 )
         self._saved_epoch = int(self.epoch.numpy()) if self.state.resumed else None
+        extended = strategy.extended
+        self.run = Run(
+            path=self.state.path, model=self.model, state=self.state, writers=self.writers,
+            recorder=self.recorder, chief=chief,
+            multi_worker=bool(getattr(extended, "_in_multi_worker_mode", lambda: False)()),
+            unit="epoch", classifier=data is not None and data.integer_labels(),
+            classes=model_classes(self.model), class_names=self.class_names,
+            validation=data, dynamics=self.dynamics, monitor=self.monitor.removeprefix("val_"),
+            log=self.log,
+        )  # fmt: skip
         self._train_scope = self.writers.scope("train")
         self._train_scope.__enter__()
         self._open = True
-        self._profiler = Profiler(self.profile_steps if chief else None,
-                                  os.path.join(self.logdir, "train"))  # fmt: skip
-        if self.dynamics and not self.state.resumed:
-            tbd.write_layout(self.recorder.trainable_tags.values())
+        with self._aborting():
+            self.hooks.begin(self.run)
 
     def _step(self) -> int:
         return (
@@ -242,26 +274,21 @@ class TensorBoardRun(keras.callbacks.Callback):
         # Compiled, one recording of a small CNN costs ~6 ms after ~2 s of tracing;
         # eagerly (statistics in numpy) ~28 ms with no tracing. So a batch cadence
         # compiles and epoch-end recordings run eagerly.
-        compiled = self.summary_freq != "epoch"
         x, dyn = None, None
         if self.dynamics:
             dyn = self._measure()
             if self._probe_batch is not None:
                 x = self._probe_batch[0]
-        self.recorder.record(step, x, compiled=compiled, dynamics=dyn)
+        compiled = self.summary_every != "epoch"
+        self.hooks.record(self.run, Recording(step, x, dyn, compiled=compiled))
         self._before = None
 
-    # --- training dynamics --------------------------------------------------------------
+    # --- training dynamics: fit's step is out of reach, so a probe batch ------------------
 
-    def _find_probe(self):
+    def _find_probe(self, data):
         probe = self.probe
-        if probe is None and self.validation_data is not None:
-            try:
-                x, y = self.validation_data
-                take = lambda a: tf.nest.map_structure(lambda t: t[: self.probe_size], a)  # noqa: E731
-                probe = (take(x), take(y))
-            except (TypeError, ValueError):
-                probe = None
+        if probe is None and data is not None:
+            probe = data.first(self.probe_size)
         if probe is None:
             self._warn_once(
                 "no probe batch (pass probe=(x, y) or validation_data): no gradient summaries"
@@ -282,7 +309,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         # would cost more than the few calls it speeds up (as for the recorder).
         compile_ = (
             (lambda f: tf.function(f, reduce_retracing=True))
-            if self.summary_freq != "epoch"
+            if self.summary_every != "epoch"
             else (lambda f: f)
         )
 
@@ -295,70 +322,48 @@ class TensorBoardRun(keras.callbacks.Callback):
             grads = tape.gradient(loss, variables)
             for v, value in zip(restore, saved, strict=True):
                 v.assign(value)
-            missing = [i for i, g in enumerate(grads) if g is None]
-            grads = [
-                tf.zeros_like(v) if g is None else dense(g) for g, v in zip(grads, variables, strict=True)
-            ]
-            return grads, missing
+            return dense_gradients(grads, variables)
 
         @compile_
         def snapshot():
             return [tf.identity(v.value) for v in variables]
 
         @compile_
-        def norms(grads, before):
-            grad_norm = tf.stack([l2_norm(g) for g in grads]) if grads else tf.zeros([0])
-            return {
-                "gradient_norm": grad_norm,
-                "weight_norm": tf.stack([l2_norm(b) for b in before]),
-                "update_norm": tf.stack(
-                    [l2_norm(v.value - b) for v, b in zip(variables, before, strict=True)]
-                ),
-                "global_norm": tf.sqrt(tf.reduce_sum(tf.square(grad_norm))),
-            }
+        def measured(grads, before, rate, seen):
+            return measure(grads, before, variables, rate, seen_update=seen)
 
-        return gradients, snapshot, norms
+        return gradients, snapshot, measured
 
     def _will_record(self, batch: int) -> bool:
         """Whether the batch about to run is one whose end records the summaries."""
-        if self.summary_freq == "epoch":
+        if self.summary_every == "epoch":
             steps = self.params.get("steps") if self.params else None
             return steps is not None and batch == steps - 1
-        return (self._step() + 1) % self.summary_freq == 0
+        return (self._step() + 1) % self.summary_every == 0
+
+    def _rate(self) -> float:
+        optimizer = self.model.optimizer
+        return float(np.asarray(optimizer.learning_rate)) if optimizer is not None else 0.0
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._profiler.begin(self._step() + 1)
+        self.hooks.step_begin(self.run, self._step() + 1)
         if self.dynamics and self._will_record(batch):
             if self._dynamics_fns is None:
                 self._dynamics_fns = self._make_dynamics_fns()
-            optimizer = self.model.optimizer
-            rate = optimizer.learning_rate if optimizer is not None else None
-            self._before = (
-                self._dynamics_fns[1](),
-                None if rate is None else float(np.asarray(rate)),
-            )
+            self._before = (self._dynamics_fns[1](), self._rate())
 
-    def _measure(self):
+    def _measure(self) -> StepDynamics | None:
         """The dynamics of the batch just trained (update ratio) and of the probe (gradients)."""
-        if self._dynamics_fns is None:
-            self._dynamics_fns = self._make_dynamics_fns()
-        gradients, snapshot, norms = self._dynamics_fns
-        before, rate = self._before if self._before is not None else (None, None)
         if self._probe_batch is None:
             return None
+        if self._dynamics_fns is None:
+            self._dynamics_fns = self._make_dynamics_fns()
+        gradients, snapshot, measured = self._dynamics_fns
+        seen = self._before is not None  # else no snapshot of this batch: no update ratio
+        before, rate = self._before if seen else (snapshot(), self._rate())
         grads, missing = gradients(*self._probe_batch)
-        if before is None:  # no snapshot of this batch (unknown epoch length): no update ratio
-            before = snapshot()
-        dyn = norms(grads, before)
-        if self._before is None:
-            dyn["update_norm"] = tf.fill(tf.shape(dyn["update_norm"]), float("nan"))
-        dyn["gradients"] = grads
-        if rate is None:
-            optimizer = self.model.optimizer
-            rate = float(np.asarray(optimizer.learning_rate)) if optimizer is not None else 0.0
-        dyn["learning_rate"] = tf.constant(rate, tf.float32)
-        dyn["no_gradient"] = frozenset(int(i) for i in np.asarray(missing).reshape(-1))
-        return dyn
+        dyn = measured(grads, before, tf.constant(rate, tf.float32), seen)
+        return dyn._replace(no_gradient=frozenset(int(i) for i in np.asarray(missing).reshape(-1)))
 
     def _warn_once(self, what: str) -> None:
         if what not in self._warned:
@@ -370,7 +375,7 @@ class TensorBoardRun(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         with self._aborting():
             self._batch_end(batch, logs)
-            self._profiler.end(self._step())
+            self.hooks.step_end(self.run, self._step())
 
     def on_epoch_end(self, epoch, logs=None):
         with self._aborting():
@@ -385,7 +390,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             if self._open:
                 self._open = False
                 for close in (
-                    self._profiler.stop,
+                    lambda: self.hooks.end(self.run, self._ended(failed=True)),
                     lambda: self._train_scope.__exit__(None, None, None),
                     self.writers.close,
                     self.state.close,
@@ -394,14 +399,22 @@ class TensorBoardRun(keras.callbacks.Callback):
                         close()
             raise
 
+    def _ended(self, failed: bool) -> Ended:
+        count = int(self.epoch.numpy())
+        return Ended(
+            step=self._step(), count=count, best_step=self.state.best_step,
+            best_path=self.state.best_path, failed=failed,
+            early_stopped=self.state.is_finished and not failed,
+        )  # fmt: skip
+
     def _batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
             self._diverge(float(np.asarray(loss).reshape(-1)[0]))
             return
-        if self.summary_freq != "epoch":
+        if self.summary_every != "epoch":
             step = self._step()
-            if step % self.summary_freq == 0:
+            if step % self.summary_every == 0:
                 self._record_variables(step)
 
     def _diverge(self, loss: float) -> None:
@@ -425,9 +438,16 @@ class TensorBoardRun(keras.callbacks.Callback):
         lines = [f"{t}: non-finite values (NaN or Inf) at step {step}" for t in bad[:1]] or [
             f"the training loss became {loss} at step {step}"
         ]
-        tbd.write_health(step, lines)
-        self.recorder.record(step, compiled=False)
+        self.hooks.diverged(self.run, Diverged(step, tuple(lines), self._diverged))
         self.model.stop_training = True
+
+    def _weights_checked(self, save):
+        """A checkpoint write of the run state; a non-finite weight it refuses is a divergence."""
+        try:
+            return save()
+        except TrainingError as e:
+            self.hooks.diverged(self.run, Diverged(self._step(), (str(e),), str(e)))
+            raise
 
     def _epoch_end(self, epoch, logs=None):
         if self._diverged:
@@ -437,14 +457,12 @@ class TensorBoardRun(keras.callbacks.Callback):
         for key, value in logs.items():
             if not key.startswith("val_") and np.isscalar(value):
                 tf.summary.scalar(key, float(value), step=step)
-        if self.summary_freq == "epoch":
+        if self.summary_every == "epoch":
             self._record_variables(step)
-        if self.dynamics:
-            tbd.write_findings(self.recorder.latest, step)
         value = logs.get(self.monitor)
         improved = False
         if value is not None:
-            improved = self.state.record(float(value), epoch + 1)
+            improved = self._weights_checked(lambda: self.state.record(float(value), epoch + 1))
         else:
             self._warn_once(f"monitor {self.monitor!r} is not in the epoch's logs; no best is kept")
         with self.writers.scope("validation", step=step):
@@ -452,71 +470,57 @@ class TensorBoardRun(keras.callbacks.Callback):
                 if key.startswith("val_") and np.isscalar(v):
                     tf.summary.scalar(key[4:], float(v))
             if self.state.best_value is not None:
-                name = self.monitor.removeprefix("val_")
-                tf.summary.scalar(f"best_{name}", self.state.best_value)
-            pictures = self.images and (improved or value is None)
-            wanted = self.validation_data is not None and (self.class_metrics or pictures)
-            classified = self._classify() if wanted else None
-            if classified is not None:
-                y, pred, out = classified
-                classes = class_count(out.shape[-1], self.class_names, y, pred)
-                if self.class_metrics:
-                    write_per_class(y, pred, classes, self.class_names)
-                    write_pr_curves(y, out, self.class_names)
-                if pictures:
-                    self._validation_images(y, pred, classes)
-        if self.projector_every and (epoch + 1) % self.projector_every == 0:
-            self._project(epoch + 1)
+                tf.summary.scalar(f"best_{self.run.monitor}", self.state.best_value)
+        val_loss, val_acc = logs.get("val_loss"), logs.get("val_accuracy")
+        findings = dynamics_findings(self.recorder.latest) if self.dynamics else []
+        self.hooks.validation(
+            self.run,
+            Validated(
+                step=step, count=epoch + 1,
+                loss=None if val_loss is None else float(val_loss),
+                accuracy=None if val_acc is None else float(val_acc),
+                value=None if value is None else float(value), improved=improved,
+                best_value=self.state.best_value, best_step=self.state.best_step,
+                findings=tuple(findings), train_loss=logs.get("loss"),
+                train_accuracy=logs.get("accuracy"), classify=self._classify,
+            ),
+        )  # fmt: skip
         stop = self.state.should_stop(epoch + 1)
+        if self.run.stop_reason is not None:
+            self.log(f"Stopping after epoch {epoch + 1}: {self.run.stop_reason}")
+            stop = True
         if stop:
             self.model.stop_training = True
-        self.state.save_latest(epoch + 1, finished=True if stop else None)
+        self._weights_checked(
+            lambda: self.state.save_latest(epoch + 1, finished=True if stop else None)
+        )
         self._saved_epoch = epoch + 1
 
-    def _classify(self):
-        """`(labels, predicted classes, outputs)` on `validation_data`, or None (one warning)
-        when it is not a one-output classifier's `(x, integer labels)`."""
-        try:
-            x, y = self.validation_data
-        except (TypeError, ValueError):
+    def _classify(self) -> Classified | None:
+        """`Classified` on `validation_data`, or None (one warning) when it is not a
+        one-output classifier's `(x, integer labels)`."""
+        data = self.run.validation
+        if data is None:
+            return None
+        if not data.usable:
             self._warn_once("validation_data is not an (x, y) pair; no per-class metrics or images")
             return None
-        y = np.asarray(y)
-        if not np.issubdtype(y.dtype, np.integer):
+        if not data.integer_labels():
             self._warn_once("validation labels are not integer classes; no per-class metrics")
             return None
-        out = self.model.predict(x, verbose=0, batch_size=1000)
+        if data.is_dataset:
+            out = self.model.predict(data.data, verbose=0)
+            y = np.concatenate([np.asarray(b[1]).reshape(-1) for b in data.data])
+        else:
+            x, y = data.pair
+            out = self.model.predict(x, verbose=0, batch_size=1000)
+            y = np.asarray(y).reshape(-1)
         if isinstance(out, list | tuple | dict) or np.ndim(out) != 2 or y.size != len(out):
             self._warn_once("the model is not a one-output classifier; no per-class metrics")
             return None
-        return y.reshape(-1), np.argmax(out, axis=-1), np.asarray(out)
-
-    def _project(self, epoch: int, best: bool = False) -> None:
-        if not (self._chief and self.projector_examples and self.validation_data is not None):
-            return
-        try:
-            _, y = self.validation_data
-        except (TypeError, ValueError):
-            return  # _classify warned
-        if not np.issubdtype(np.asarray(y).dtype, np.integer):
-            return
-        tbp.write_embedding(
-            self.logdir, self.model, self.validation_data, step=epoch, best=best, unit="epoch",
-            examples=self.projector_examples, layer=self.projector_layer,
-            class_names=self.class_names,
-        )  # fmt: skip
-
-    def _validation_images(self, y, pred, classes) -> None:
-        """Confusion matrix, and example errors where they make sense (else one warning)."""
-        x, _ = self.validation_data
-        tbi.confusion_matrix_summary(
-            "confusion_matrix", y, pred, classes, class_names=self.class_names
-        )
-        xs = np.asarray(x) if not isinstance(x, list | tuple | dict) else None
-        if xs is None or not tbi.looks_like_images(xs.shape):
+        if data.images_at([]) is None:
             self._warn_once("validation inputs are not one batch of images; no example errors")
-            return
-        tbi.example_errors_summary("example_errors", xs, y, pred, class_names=self.class_names)
+        return Classified(y, np.argmax(out, axis=-1), np.asarray(out))
 
     # --- the end --------------------------------------------------------------------------
 
@@ -525,29 +529,41 @@ class TensorBoardRun(keras.callbacks.Callback):
             return
         self._open = False
         try:
-            self._profiler.stop()
-            self._train_scope.__exit__(None, None, None)
             # A fit that ran out of epochs is not finished: a later fit with more
             # epochs continues from the saved epoch, like `initial_epoch`. The
             # last epoch's save already holds that state, unless fit ended early.
             epoch = int(self.epoch.numpy())
-            if self._saved_epoch != epoch and not self._diverged:
-                self.state.save_latest(epoch)
-            if self.restore_best_weights and self.state.best_path:
-                self.state.restore_best()
-            best = self.state.best_step
-            if (
-                self.state.best_path
-                and not self._diverged
-                and tbp.best_embedding_step(self.logdir) != best
-            ):
-                if self.restore_best_weights:
-                    self._project(best, best=True)
-                else:
-                    with tbp.best_weights(self.model, self.state.best_path):
-                        self._project(best, best=True)
+            failed = bool(self._diverged)
+            try:
+                if self._saved_epoch != epoch and not failed:
+                    self._weights_checked(lambda: self.state.save_latest(epoch))
+                if self.restore_best_weights and self.state.best_path:
+                    self.state.restore_best()
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                self.hooks.end(self.run, self._ended(failed=failed))
+                self._train_scope.__exit__(None, None, None)
         finally:
             self.writers.close()
             self.state.close()
         if self._diverged:
             raise TrainingError(self._diverged)
+
+
+_WARNED: set[str] = set()
+
+
+def _renamed(old: str, old_value, new: str, new_value):
+    """The value of a renamed argument; the old name works for one release and warns once."""
+    if old_value is None:
+        return new_value
+    if old not in _WARNED:
+        _WARNED.add(old)
+        warnings.warn(
+            f"TensorBoardRun({old}=...) is deprecated; use {new}=... (the Trainer's name)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    return old_value

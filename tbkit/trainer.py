@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from tbkit import dynamics as tbd
 from tbkit import images as tbi
-from tbkit import projector as tbp
+from tbkit.checks import check_positive
 from tbkit.classes import (
     check_class_names,
     class_count,
@@ -50,22 +50,25 @@ from tbkit.distribute import (
 )
 from tbkit.errors import TrainingError, reason
 from tbkit.graph import write_graph
-from tbkit.hparams import write_hparams
+from tbkit.hooks import (
+    Classified,
+    Diverged,
+    Ended,
+    Hook,
+    Hooks,
+    Recording,
+    Run,
+    Validated,
+    ValidationData,
+    default_hooks,
+)
 from tbkit.interrupt import Interrupted, InterruptFlag
-from tbkit.profiling import Profiler, parse_steps
 from tbkit.recorder import LayerRecorder
 from tbkit.results import Evaluation, FitResult, Validation
 from tbkit.runstate import RunState
 from tbkit.writers import RunWriters
 
 _MONITORS = ("auto", "accuracy", "loss")
-
-
-def _positive(name: str, value, allow_none: bool = False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
 
 
 class Trainer:
@@ -109,11 +112,15 @@ class Trainer:
         the model's last layer with weights, i.e. what the classifier head reads).
       projector_every: also embed the current weights at every validation that
         falls on a multiple of N steps (default None: only the best, at the end).
+      class_metrics: per-class scalars and PR curves at every validation
+        (default True; the test run always has them).
       class_names: names of the classes for the confusion matrix, per-class
         scalars, PR curves and the projector's metadata.
       strategy: the `tf.distribute` strategy the model was built under (default: the current one).
       hparams: a dict of hyperparameters for TensorBoard's HParams tab (optional).
       config: a JSON-able dict written to `config.json` when the run starts (optional).
+      hooks: more `tbkit.Hook`s, run after tbkit's own on every event of the run
+        (see `tbkit.hooks`): e.g. to stop a run or report it elsewhere.
       on_validation: called with a `Validation` after each validation (e.g. to print).
       log: where one-line notices go (resume, damaged checkpoints); default `print`.
       progress: show a tqdm progress bar when the output is a terminal (default True).
@@ -137,6 +144,7 @@ class Trainer:
         images: bool = True,
         dynamics: bool = True,
         gradient_histograms: bool = True,
+        class_metrics: bool = True,
         jit_compile: bool = False,
         profile_steps=None,
         projector_examples: int = 1000,
@@ -146,14 +154,14 @@ class Trainer:
         strategy: tf.distribute.Strategy | None = None,
         hparams: dict | None = None,
         config: dict | None = None,
+        hooks: Iterable[Hook] = (),
         on_validation: Callable[[Validation], None] | None = None,
         log: Callable[[str], None] = print,
         progress: bool = True,
     ):
         for name in ("eval_every", "summary_every", "checkpoint_every", "image_every"):
-            _positive(name, locals()[name])
-        _positive("patience", patience, allow_none=True)
-        tbp.check_options(projector_examples, projector_every)
+            check_positive(name, locals()[name])
+        check_positive("patience", patience, allow_none=True)
         if monitor not in _MONITORS:
             raise ValueError(
                 f"monitor must be one of {', '.join(_MONITORS)}. Received: monitor={monitor!r}"
@@ -168,17 +176,24 @@ class Trainer:
         self.summary_every, self.checkpoint_every = summary_every, checkpoint_every
         self.image_every, self.histograms, self.images = image_every, histograms, images
         self.dynamics, self.jit_compile = dynamics, jit_compile
-        self.profile_steps = parse_steps(profile_steps)
-        self.projector_examples, self.projector_layer = projector_examples, projector_layer
-        self.projector_every = projector_every
-        if projector_examples and projector_layer is not None:
-            tbp.target_layer(model, projector_layer)  # a wrong name fails now, not after training
+        self.class_metrics = class_metrics
         self.class_names = check_class_names(class_names, model_classes(model))
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.hparams, self.config = hparams, config
         self.on_validation, self.progress = on_validation, progress
         self._log = log
         self.chief = is_chief(self.strategy)
+        self.hooks = Hooks(
+            [
+                *default_hooks(
+                    images=images, image_every=image_every, class_metrics=class_metrics,
+                    projector_examples=projector_examples, projector_layer=projector_layer,
+                    projector_every=projector_every, profile_steps=profile_steps,
+                    config=config, hparams=hparams,
+                ),
+                *hooks,
+            ]
+        )  # fmt: skip
+        self.hooks.check(model)  # e.g. a wrong projector layer fails now, not after training
         self.recorder = LayerRecorder(
             model, histograms=histograms, images=images,
             gradient_histograms=gradient_histograms and dynamics, activation_fractions=dynamics,
@@ -227,10 +242,18 @@ class Trainer:
             )
         return self.monitor if self.monitor != "auto" else ("accuracy" if classifier else "loss")
 
+    def _multi_worker(self) -> bool:
+        extended = self.strategy.extended
+        return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
+
     # --- training -----------------------------------------------------------------------
 
     def fit(self, train_data, validation_data=None, *, steps: int) -> FitResult:
         """Trains up to `steps` steps (resuming where the run directory stands).
+
+        The last step is always validated and recorded, also off the cadences, so
+        a short fit ends with a best checkpoint. Calling `fit` again (with a
+        larger `steps`) continues the same run.
 
         Args:
           train_data: a `tf.data.Dataset` of `(x, y)` batches (repeated as
@@ -244,80 +267,82 @@ class Trainer:
           A `FitResult`.
 
         Raises:
-          TbkitError (and subclasses): run directory, checkpoints, a diverged loss.
+          TbkitError (and subclasses): run directory, checkpoints, a diverged run.
           Interrupted: SIGINT/SIGTERM, after saving a checkpoint.
         """
-        _positive("steps", steps)
+        check_positive("steps", steps)
         spec_source = train_data(0) if callable(train_data) else train_data
         monitor = self._resolve_monitor(spec_source.element_spec)
         if validation_data is None and monitor == "accuracy":
             monitor = "loss"
-        mode = "max" if monitor == "accuracy" else "min"
-        state = self._run_state(mode)
+        state = self._run_state("max" if monitor == "accuracy" else "min")
         with self.strategy.scope(), state:
             start = int(state.step.numpy())
             if state.resumed and not state.is_finished:
                 self._log(f"Resuming from step {start}")
-            # A first start: nothing at the top of the run directory yet (a run killed
-            # before its first checkpoint restarts without writing a second session).
-            first_start = not tf.io.gfile.glob(os.path.join(state.path, "events.out.tfevents.*"))
-            if first_start and self.chief:
-                if self.config is not None:
-                    state.write_config(self.config)
-                if self.hparams is not None:
-                    write_hparams(state.path, os.path.basename(state.path), self.hparams, monitor)
-            early = state.is_finished and state.should_stop(start)
-            if early or start >= steps:
-                self._log(f"Run {os.path.basename(state.path)} already finished at step {start}")
-                self._project_best(state, validation_data)
-                return self._result(state, start, monitor, early, None)
             writers = RunWriters(state.path, enabled=self.chief)
             # A compiled recorder holds the writer it was traced with: a second fit on
             # this Trainer writes through new writers, so it traces anew.
             self.recorder.reset()
+            run = Run(
+                path=state.path, model=self.model, state=state, writers=writers,
+                recorder=self.recorder, chief=self.chief, multi_worker=self._multi_worker(),
+                unit="step", classifier=bool(self._classifier), classes=model_classes(self.model),
+                class_names=self.class_names, dynamics=self.dynamics, monitor=monitor,
+                validation=ValidationData(validation_data) if validation_data is not None else None,
+                log=self._log,
+            )  # fmt: skip
+            step, early, failed = start, state.is_finished and state.should_stop(start), True
             try:
                 with writers.scope("train"):
-                    step, early = self._loop(
-                        state,
-                        writers,
-                        train_data,
-                        spec_source,
-                        validation_data,
-                        start,
-                        steps,
-                        monitor,
-                    )
-                t = time.perf_counter()
-                state.save_latest(step, finished=True)
-                self.timings["checkpoints"] += time.perf_counter() - t
-                self._project_best(state, validation_data)
+                    self.hooks.begin(run)
+                    try:
+                        if early or start >= steps:
+                            self._log(
+                                f"Run {os.path.basename(state.path)} already finished at step {start}"
+                            )
+                        else:
+                            step, early = self._loop(
+                                run, train_data, spec_source, validation_data, start, steps
+                            )
+                            t = time.perf_counter()
+                            self._weights_checked(
+                                run, lambda: state.save_latest(step, finished=True), step
+                            )
+                            self.timings["checkpoints"] += time.perf_counter() - t
+                        failed = False
+                    finally:
+                        t = time.perf_counter()
+                        self.hooks.end(
+                            run,
+                            Ended(step=step, count=step, best_step=state.best_step,
+                                  best_path=state.best_path, early_stopped=bool(early),
+                                  failed=failed),
+                        )  # fmt: skip
+                        self.timings["validation"] += time.perf_counter() - t
             finally:
                 writers.close()
-            return self._result(state, step, monitor, early, start if state.resumed else None)
+            resumed_from = start if state.resumed and start < steps else None
+            return FitResult(
+                steps=step,
+                best_value=state.best_value,
+                best_step=state.best_step,
+                best_checkpoint=state.best_path,
+                monitor=monitor,
+                early_stopped=bool(early),
+                resumed_from=resumed_from,
+                timings=dict(self.timings),
+            )
 
-    def _result(self, state, step, monitor, early, resumed_from) -> FitResult:
-        return FitResult(
-            steps=step,
-            best_value=state.best_value,
-            best_step=state.best_step,
-            best_checkpoint=state.best_path,
-            monitor=monitor,
-            early_stopped=bool(early),
-            resumed_from=resumed_from,
-            timings=dict(self.timings),
-        )
-
-    def _loop(
-        self, state, writers, train_data, spec_source, validation_data, start, steps, monitor
-    ):
+    def _loop(self, run, train_data, spec_source, validation_data, start, steps):
+        state = run.state
         if callable(train_data):
             ds = train_data(start)
         else:
             ds = train_data.repeat().skip(start) if start else train_data.repeat()
         ds = distribute(self.strategy, ds)
-        window = self._window
         train_step = make_train_step(
-            self.strategy, self.model, self.optimizer, self.loss, window, self._classifier,
+            self.strategy, self.model, self.optimizer, self.loss, self._window, self._classifier,
             jit_compile=self.jit_compile,
         )  # fmt: skip
         self._train_step = train_step
@@ -328,16 +353,13 @@ class Trainer:
         )
         if start == 0:
             write_graph(train_step, *spec_source.element_spec)
-            if self.dynamics:
-                tbd.write_layout(self.recorder.trainable_tags.values())
         interactive = self.progress and sys.stdout.isatty()
         bar = tqdm(total=steps, initial=start, disable=not interactive, unit="step",
                    dynamic_ncols=True, leave=False)  # fmt: skip
         self._say = bar.write if interactive else self._log
-        pending, last_image, stopped, step = None, -(10**12), False, start
+        stopped, step, saved = False, start, None
         self._checked = start
-        profiler = Profiler(self.profile_steps if self.chief else None,
-                            os.path.join(state.path, "train"))  # fmt: skip
+        hooks = self.hooks
         use_signals = threading.current_thread() is threading.main_thread()
         flag = InterruptFlag() if use_signals else None
         try:
@@ -350,7 +372,7 @@ class Trainer:
                 # than the cadences (or ending off them) still ends measured.
                 last = step == steps
                 record = step % self.summary_every == 0 or last
-                profiler.begin(step)
+                hooks.step_begin(run, step)
                 try:
                     x, y = next(it)
                     if record and self.dynamics:
@@ -364,31 +386,21 @@ class Trainer:
                 self.timings["train_steps"] += time.perf_counter() - t
                 if record:
                     t = time.perf_counter()
-                    try:
-                        self.recorder.record(step, first_replica(self.strategy, x), dynamics=dyn,
-                                             filters=self._draws_filters(step))  # fmt: skip
-                    except tf.errors.OpError as e:  # not the disk's fault unless the writer says so
-                        raise TrainingError(
-                            f"recording the summaries of step {step} failed: {reason(e)}"
-                        ) from None
+                    hooks.record(
+                        run,
+                        Recording(step, first_replica(self.strategy, x), dyn,
+                                  filters=self._draws_filters(step)),
+                    )  # fmt: skip
                     self.timings["summaries"] += time.perf_counter() - t
-                profiler.end(step)
+                hooks.step_end(run, step)
                 if step % self.eval_every == 0 or last:
                     t = time.perf_counter()
-                    improved, preds = self._validate(
-                        state, writers, validate, step, monitor, batch_acc
-                    )
-                    if improved and self.images and preds is not None:
-                        # Rendering costs ~0.3 s: at most every image_every steps, and
-                        # the final best always (below), so the kept model is pictured.
-                        pending = (step, *preds)
-                        if step - last_image >= self.image_every:
-                            self._validation_images(writers, validation_data, *pending)
-                            last_image, pending = step, None
+                    self._validate(run, validate, step, batch_acc)
                     self.timings["validation"] += time.perf_counter() - t
-                    if self.projector_every and step % self.projector_every == 0:
-                        self._project(state, validation_data, step)
                     if state.should_stop(step):
+                        stopped = True
+                    elif run.stop_reason is not None:
+                        self._log(f"Stopping at step {step}: {run.stop_reason}")
                         stopped = True
                 bar.update(1)
                 if stopped:
@@ -396,35 +408,45 @@ class Trainer:
                 signum = flag.signum if flag else None
                 if step % self.checkpoint_every == 0 or signum is not None:
                     t = time.perf_counter()
-                    self._check_finite(state, step)
-                    saved = self._weights_checked(lambda: state.save_latest(step), step)
+                    self._check_finite(run, step)
+                    saved = self._weights_checked(run, lambda at=step: state.save_latest(at), step)
                     self.timings["checkpoints"] += time.perf_counter() - t
                 if signum is not None:
                     bar.close()
-                    writers.flush()
+                    run.writers.flush()
                     name = signal.Signals(signum).name
                     raise Interrupted(
                         f"{name} received: stopped at step {step}, saved {saved}; run the same command again to resume",
                         128 + signum,
                     )
         finally:
-            profiler.stop()
             if flag:
                 flag.__exit__(None, None, None)
             bar.close()
             self._say = self._log
-        if pending is not None:
-            self._validation_images(writers, validation_data, *pending)
         return step, stopped
 
-    def _check_finite(self, state, step: int, loss_sum: float | None = None) -> None:
+    def _diverge(self, run, step: int, lines: list[str], message: str):
+        """Shows the divergence in TensorBoard (the hooks), then raises its one line."""
+        self.hooks.diverged(run, Diverged(step=step, lines=tuple(lines), message=message))
+        raise TrainingError(message)
+
+    def _weights_checked(self, run, save, step: int):
+        """A checkpoint write of the run state; a non-finite weight it refuses is a divergence."""
+        try:
+            return save()
+        except TrainingError as e:
+            self._diverge(run, step, [str(e)], str(e))
+
+    def _check_finite(self, run, step: int, loss_sum: float | None = None) -> None:
         """Raises `TrainingError` if the loss since the last check is not finite.
 
         Called before each validation and each latest checkpoint (no per-step host
-        sync), so neither a best nor a latest checkpoint ever holds diverged weights.
-        The error names the first step whose loss was not finite (the train step's
-        guard notes it) and the first variable, in layer order, whose value was
-        non-finite at that step, else the first whose gradient was.
+        sync). The error names the first step whose loss was not finite (the train
+        step's guard notes it) and the first variable, in layer order, whose value
+        was non-finite at that step, else the first whose gradient was. (The
+        weights themselves are checked before every checkpoint by the run state,
+        whether or not a NaN reached the loss.)
         """
         if loss_sum is None:
             loss_sum = float(self._window[0].numpy())
@@ -433,6 +455,7 @@ class Trainer:
             self._train_step.reset_guard()
             self._checked = step
             return
+        state = run.state
         kept = f"step {state.best_step}" if state.best_path else "none yet"
         where, lines = f"between steps {self._checked + 1} and {step}", []
         if guard is not None:
@@ -450,57 +473,11 @@ class Trainer:
                 tag = first(grads)
                 where += f" (first non-finite gradient: {tag}; every value was finite)"
                 lines.append(f"{tag}: non-finite gradient at step {bad_step}")
-        if self.chief:
-            # What TensorBoard shows of the failure: the finding, and the weights'
-            # summaries with their `nonfinite` counts.
-            tbd.write_health(step, lines or [f"the training loss became {loss_sum} {where}"])
-            self.recorder.record(step)
-        raise TrainingError(
+        self._diverge(
+            run, step, lines or [f"the training loss became {loss_sum} {where}"],
             f"the training loss became {loss_sum} {where}; stopping (lower the learning "
-            f"rate?). Best checkpoint kept: {kept}"
-        )
-
-    def _weights_checked(self, save, step: int):
-        """Runs a checkpoint write of the run state; a non-finite weight it refuses is
-        shown in TensorBoard (the `health` finding, the weights' `nonfinite` counts)."""
-        try:
-            return save()
-        except TrainingError as e:
-            if self.chief:
-                tbd.write_health(step, [str(e)])
-                self.recorder.record(step, compiled=False)
-            raise
-
-    def _projects(self, validation_data) -> bool:
-        # Every worker computes (loading the best weights into distributed variables
-        # takes the same collective operations on each); only the chief writes.
-        return bool(self.projector_examples and self._classifier and validation_data is not None)
-
-    def _multi_worker(self) -> bool:
-        extended = self.strategy.extended
-        return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
-
-    def _project(self, state, validation_data, step: int, best: bool = False) -> None:
-        if self._projects(validation_data):
-            tbp.write_embedding(
-                state.path, self.model, validation_data, step=step, best=best,
-                examples=self.projector_examples, layer=self.projector_layer,
-                class_names=self.class_names, write=self.chief,
-            )  # fmt: skip
-
-    def _project_best(self, state, validation_data) -> None:
-        """The projector's picture of the kept model: the best checkpoint's weights
-        (loaded for it, then put back), written once per best."""
-        if not self._projects(validation_data) or not state.best_path:
-            return
-        # Whether it is written already: the chief's files say; other workers cannot
-        # read them reliably, so under several workers every fit embeds its best again.
-        if not self._multi_worker() and tbp.best_embedding_step(state.path) == state.best_step:
-            return
-        t = time.perf_counter()
-        with tbp.best_weights(self.model, state.best_path):
-            self._project(state, validation_data, state.best_step, best=True)
-        self.timings["validation"] += time.perf_counter() - t
+            f"rate?). Best checkpoint kept: {kept}",
+        )  # fmt: skip
 
     def _draws_filters(self, step: int) -> bool:
         """Filter grids at the image cadence: the first recording of a run and the
@@ -509,40 +486,46 @@ class Trainer:
         previous = step - self.summary_every
         return previous <= 0 or step // self.image_every != previous // self.image_every
 
-    def _validate(self, state, writers, validate, step, monitor, batch_acc):
+    def _validate(self, run, validate, step, batch_acc) -> None:
+        state = run.state
         loss_sum, correct, count, batches = (float(v) for v in self._window.numpy())
-        self._check_finite(state, step, loss_sum)
+        self._check_finite(run, step, loss_sum)
         self._window.assign(tf.zeros(4))
         train_loss = loss_sum / max(batches, 1)
         train_acc = correct / count if self._classifier and count else None
         tf.summary.scalar("loss", train_loss, step=step)
         if train_acc is not None:
             tf.summary.scalar("accuracy", train_acc, step=step)
-        found = tbd.write_findings(self.recorder.latest, step) if self.dynamics else []
-        preds = None
+        found = tbd.findings(self.recorder.latest) if self.dynamics else []
+        classified = None
         if validate is not None:
             val_loss, labels, pred, scores = validate()
             val_acc = float(np.mean(pred == labels)) if labels is not None else None
-            preds = (labels, pred) if labels is not None else None
+            if labels is not None:
+                classified = Classified(labels, pred, scores)
         else:
             val_loss, val_acc = train_loss, None
-        value = val_acc if monitor == "accuracy" else val_loss
+        value = val_acc if run.monitor == "accuracy" else val_loss
         t = time.perf_counter()
-        improved = self._weights_checked(lambda: state.record(value, step), step)
+        improved = self._weights_checked(run, lambda: state.record(value, step), step)
         ckpt = time.perf_counter() - t
         self.timings["checkpoints"] += ckpt
         self.timings["validation"] -= ckpt
         if validate is not None:
-            with writers.scope("validation", step=step):
+            with run.writers.scope("validation", step=step):
                 tf.summary.scalar("loss", val_loss)
                 if val_acc is not None:
                     tf.summary.scalar("accuracy", val_acc)
-                tf.summary.scalar(f"best_{monitor}", state.best_value)
-                if preds is not None:
-                    labels, pred = preds
-                    write_per_class(labels, pred, self._num_classes(labels, pred),
-                                    self.class_names)  # fmt: skip
-                    write_pr_curves(labels, scores, self.class_names)
+                tf.summary.scalar(f"best_{run.monitor}", state.best_value)
+        self.hooks.validation(
+            run,
+            Validated(
+                step=step, count=step, loss=val_loss, accuracy=val_acc, value=value,
+                improved=improved, best_value=state.best_value, best_step=state.best_step,
+                findings=tuple(found), train_loss=train_loss, train_accuracy=train_acc,
+                classify=lambda: classified,
+            ),
+        )  # fmt: skip
         if self.on_validation is not None:
             self.on_validation(
                 Validation(
@@ -559,7 +542,6 @@ class Trainer:
                     findings=found,
                 )
             )
-        return improved, preds
 
     def say(self, line: str) -> None:
         """Prints `line` through the progress bar while one is shown (else through `log`)."""
@@ -567,18 +549,6 @@ class Trainer:
 
     def _num_classes(self, labels, pred) -> int:
         return class_count(model_classes(self.model), self.class_names, labels, pred)
-
-    def _validation_images(self, writers, validation_data, step, labels, pred) -> None:
-        with writers.scope("validation", step=step):
-            tbi.confusion_matrix_summary(
-                "confusion_matrix", labels, pred, self._num_classes(labels, pred),
-                class_names=self.class_names,
-            )  # fmt: skip
-            examples = tbi.error_examples(validation_data, labels, pred)
-            if examples is not None:
-                tbi.example_errors_summary(
-                    "example_errors", *examples, class_names=self.class_names
-                )
 
     # --- evaluation ---------------------------------------------------------------------
 

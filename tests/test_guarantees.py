@@ -196,7 +196,7 @@ def test_callback_records_sparse_gradients_with_validation_data(tmp_path, token_
     expected = dense_gradient_norm(model, *probe, model.get_layer("embed").embeddings)
     for summary_freq in ("epoch", 3):  # eager at epoch ends, compiled at a batch cadence
         run = tmp_path / str(summary_freq)
-        cb = tbk.TensorBoardRun(str(run), validation_data=(x, labels), summary_freq=summary_freq,
+        cb = tbk.TensorBoardRun(str(run), validation_data=(x, labels), summary_every=summary_freq,
                                 log=lambda _: None)  # fmt: skip
         model.fit(x, labels, batch_size=32, epochs=1, validation_data=(x, labels), verbose=0,
                   callbacks=[cb])  # fmt: skip
@@ -209,7 +209,7 @@ def test_callback_records_sparse_gradients_with_validation_data(tmp_path, token_
     fresh = embedding_model()
     fresh.compile(keras.optimizers.SGD(0.0), SCCE)
     cb = tbk.TensorBoardRun(str(tmp_path / "fresh"), validation_data=(x, labels),
-                            summary_freq=1, log=lambda _: None)  # fmt: skip
+                            summary_every=1, log=lambda _: None)  # fmt: skip
     fresh.fit(probe[0], probe[1], batch_size=32, epochs=1, verbose=0, callbacks=[cb])
     acc = load_events(str(tmp_path / "fresh" / "train"))
     assert scalars(acc, "embed/embeddings/gradient_norm")[1] == pytest.approx(expected, rel=1e-4)
@@ -298,3 +298,21 @@ def test_more_class_names_than_outputs_are_fine(tmp_path, digits):
     trainer.fit(ds, ds, steps=2)
     val = load_events(str(tmp_path / "run" / "validation"))
     assert "per_class/precision/c11" in val.Tags()["tensors"]
+
+
+def test_the_callbacks_old_argument_names_still_work_and_warn_once(tmp_path):
+    import warnings
+
+    import tbkit.keras as module
+
+    module._WARNED.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cb = tbk.TensorBoardRun(logdir=str(tmp_path / "a"), summary_freq=5)
+        again = tbk.TensorBoardRun(logdir=str(tmp_path / "b"), summary_freq=7)
+    deprecations = [str(w.message) for w in caught if w.category is DeprecationWarning]
+    assert len(deprecations) == 2  # one per old name, not one per use
+    assert any("logdir" in m and "run_dir" in m for m in deprecations)
+    assert any("summary_freq" in m and "summary_every" in m for m in deprecations)
+    assert (cb.run_dir, cb.summary_every) == (str(tmp_path / "a"), 5)
+    assert (again.logdir, again.summary_freq) == (str(tmp_path / "b"), 7)

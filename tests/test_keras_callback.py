@@ -45,7 +45,7 @@ def stock_model(seed=0):
 def test_fit_gives_the_full_picture_and_a_restorable_best(tmp_path, data):
     x, y, xv, yv = data
     model = stock_model()
-    cb = tbk.TensorBoardRun(str(tmp_path), validation_data=(xv, yv), summary_freq=10)
+    cb = tbk.TensorBoardRun(str(tmp_path), validation_data=(xv, yv), summary_every=10)
     history = model.fit(
         x, y, batch_size=100, epochs=3, validation_data=(xv, yv), callbacks=[cb], verbose=0
     )
@@ -119,5 +119,5 @@ def test_variable_tags_are_collision_free():
     tags = tbk.variable_tags(model)
     assert set(tags) == {"d/kernel", "d/bias", "d2/kernel", "d2/bias"}
     assert len(set(map(id, tags.values()))) == 4
-    with pytest.raises(ValueError, match="summary_freq"):
-        tbk.TensorBoardRun("x", summary_freq=0)
+    with pytest.raises(ValueError, match="summary_every"):
+        tbk.TensorBoardRun("x", summary_every=0)

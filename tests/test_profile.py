@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import tbkit
 import tbkit.keras as tbk
+from tbkit.hooks import Profile
 from tbkit.profiling import Profiler, parse_steps
 
 
@@ -81,7 +82,8 @@ def test_callback_traces_its_window_across_epochs(tmp_path):
                              log=lambda _: None)  # fmt: skip
     model.fit(x, y, batch_size=16, epochs=3, callbacks=[run], verbose=0)  # 4 steps per epoch
     assert len(traces(tmp_path / "cb")) == 1
-    assert run._profiler.done and not run._profiler.active
+    (hook,) = [h for h in run.hooks.hooks if isinstance(h, Profile)]
+    assert hook._profiler.done and not hook._profiler.active
 
 
 def test_profiler_skips_a_window_that_resume_already_passed(tmp_path):

@@ -120,7 +120,7 @@ def test_keras_callback_on_the_zoo(kind, tmp_path):
 
     def fit(m, epochs):
         m.compile(keras.optimizers.Adam(1e-2), loss(), metrics=["accuracy"])
-        cb = tbk.TensorBoardRun(str(tmp_path), validation_data=(xv, yv), summary_freq=2)
+        cb = tbk.TensorBoardRun(str(tmp_path), validation_data=(xv, yv), summary_every=2)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             history = m.fit(xt, yt, batch_size=16, epochs=epochs, validation_data=(xv, yv),

@@ -42,8 +42,7 @@ def default_hooks(
         hooks.append(ClassMetrics())
     if images:
         hooks.append(ValidationPictures(image_every))
-    if projector_examples:
-        hooks.append(Projector(projector_examples, projector_layer, projector_every))
+    hooks.append(Projector(projector_examples, projector_layer, projector_every))
     return hooks
 
 

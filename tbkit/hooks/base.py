@@ -4,6 +4,7 @@
 from Keras' callback methods) are two drivers of one protocol. Each emits, in
 this order:
 
+    check(model)                       before anything is written: refuse bad options
     on_begin(run)                      the run directory is open, the train writer entered
     on_step_begin(run, step)           around every step (only hooks that define them
     on_step_end(run, step)               are called: the others cost nothing)
@@ -175,6 +176,10 @@ class Run:
 class Hook:
     """One feature of a run: override the events it needs (each does nothing by default)."""
 
+    def check(self, model) -> None:
+        """Called before the run directory is touched (Trainer: at construction; callback:
+        at the start of `fit`): raise to refuse options that cannot work with `model`."""
+
     def on_begin(self, run: Run) -> None:
         pass
 
@@ -209,11 +214,13 @@ class Hooks:
         self.hooks = list(hooks)
         for h in self.hooks:
             if not isinstance(h, Hook):
-                raise TypeError(
-                    f"hooks must be tbkit.Hook instances. Received: {type(h).__name__}"
-                )
+                raise TypeError(f"hooks must be tbkit.Hook instances. Received: {type(h).__name__}")
         self._step_begin = [h for h in self.hooks if _overrides(h, "on_step_begin")]
         self._step_end = [h for h in self.hooks if _overrides(h, "on_step_end")]
+
+    def check(self, model) -> None:
+        for h in self.hooks:
+            h.check(model)
 
     def begin(self, run: Run) -> None:
         for h in self.hooks:

@@ -32,9 +32,9 @@ class Projector(Hook):
             and run.validation.usable and run.validation.integer_labels()
         )  # fmt: skip
 
-    def on_begin(self, run: Run) -> None:
+    def check(self, model) -> None:
         if self.examples and self.layer is not None:
-            tbp.target_layer(run.model, self.layer)  # a wrong name fails before training
+            tbp.target_layer(model, self.layer)  # a wrong name fails before training
 
     def _write(self, run: Run, count: int, best: bool) -> None:
         tbp.write_embedding(
