@@ -47,7 +47,11 @@ import tempfile
 import time
 import urllib.parse
 
-from tbkit.testing import get, tensorboard_server
+# The test and tool helpers live with the tests (not in the installed library).
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+)
+from helpers import get, tensorboard_server  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -67,7 +71,7 @@ class BareStep:
         import tensorflow as tf
 
         import tbkit
-        from tbkit.distribute import make_train_step
+        from tbkit.loop.distribute import make_train_step
 
         d = tbkit.datasets.mnist.load(data_dir, validation_size=5000, log=lambda _: None)
         model = tbkit.MnistCNN()
@@ -86,7 +90,7 @@ class BareStep:
         self.it = iter(ds)
         self.seconds(20)
         # The trainer's compiled evaluation over the validation and test sets, alone.
-        from tbkit.distribute import make_evaluator
+        from tbkit.loop.distribute import make_evaluator
 
         strategy = tf.distribute.get_strategy()
         self.validate = make_evaluator(
@@ -106,8 +110,8 @@ class BareStep:
         """(per validation: per-class scalars + PR curves, the projector once, PR bytes)."""
         import tensorflow as tf
 
-        from tbkit import projector
-        from tbkit.classes import write_per_class, write_pr_curves
+        from tbkit.summary import projector
+        from tbkit.summary.classes import write_per_class, write_pr_curves
 
         _, labels, pred, scores = self.validate()
         with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,11 @@ import urllib.parse
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tbkit.testing import free_ports, get  # noqa: E402
+# The test and tool helpers live with the tests (not in the installed library).
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+)
+from helpers import free_ports, get  # noqa: E402
 
 
 def dir_size(path: str) -> int:
@@ -47,10 +51,10 @@ def write_run(run_dir: str, iterations: int, data_dir: str) -> None:
     import tensorflow as tf
 
     import tbkit
-    from tbkit import dynamics as tbd
-    from tbkit import images as tbi
-    from tbkit.distribute import make_train_step
-    from tbkit.summaries import write_eagerly
+    from tbkit.loop.distribute import make_train_step
+    from tbkit.summary import dynamics as tbd
+    from tbkit.summary import images as tbi
+    from tbkit.summary.summaries import write_eagerly
 
     data = tbkit.datasets.mnist.load(data_dir, validation_size=100, log=lambda _: None)
     x, y = next(
@@ -187,7 +191,7 @@ def main(argv=None) -> None:
               f"validation-accuracy and weight-histogram points {first['ready']:.2f} s after "
               f"answering; peak RSS (server + data server) {first['rss']:.0f} MB")  # fmt: skip
 
-        from tbkit.report import images_per_tag
+        from tbkit.tools.report import images_per_tag
 
         n = max(images_per_tag(os.path.join(run_dir, "train")).values())
 

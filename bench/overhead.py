@@ -36,7 +36,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tbkit  # noqa: E402
-from tbkit.distribute import make_train_step  # noqa: E402
+from tbkit.loop.distribute import make_train_step  # noqa: E402
 
 
 def main(argv=None) -> None:

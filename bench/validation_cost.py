@@ -26,7 +26,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tbkit  # noqa: E402
-from tbkit.distribute import make_evaluator, make_train_step  # noqa: E402
+from tbkit.loop.distribute import make_evaluator, make_train_step  # noqa: E402
 
 
 def forward_flops(model, batch: int) -> int:

@@ -101,7 +101,7 @@ CHECKPOINT_SECONDS = [0.0]
 
 def _time_checkpoints():
     """Adds the seconds TensorBoardRun spends writing checkpoints to CHECKPOINT_SECONDS."""
-    from tbkit.runstate import RunState
+    from tbkit.run.runstate import RunState
 
     def timed(fn):
         def wrapper(*args, **kwargs):

@@ -23,9 +23,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 
-from tbkit.testing import launch_chromium, tensorboard_server
+# The test and tool helpers live with the tests (not in the installed library).
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+)
+from helpers import launch_chromium, tensorboard_server  # noqa: E402
 
 
 def _filter_tags(page, pattern: str) -> None:

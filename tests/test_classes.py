@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import tbkit
 from conftest import load_events, scalars
-from tbkit.classes import PR_THRESHOLDS, per_class, pr_curve, probabilities
+from tbkit.summary.classes import PR_THRESHOLDS, per_class, pr_curve, probabilities
 
 
 def test_per_class_matches_the_confusion_matrix():

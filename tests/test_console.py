@@ -64,7 +64,7 @@ def test_errors_are_one_line_and_verbose_shows_tensorflow(tmp_path):
 
 
 def test_the_environment_variable_asks_for_verbose_too(monkeypatch):
-    from tbkit.quiet import verbose_requested
+    from tbkit.tools.quiet import verbose_requested
 
     for value, expected in (("1", True), ("yes", True), ("0", False), ("", False)):
         monkeypatch.setenv("TBKIT_VERBOSE", value)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import FIXTURE, ROOT, event_files, load_events, scalars
-from tbkit.testing import subprocess_env
+from helpers import subprocess_env
 
 pytestmark = pytest.mark.slow
 

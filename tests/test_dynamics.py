@@ -222,8 +222,8 @@ def test_callback_stops_on_a_nonfinite_loss(tmp_path, digits):
 
 def test_broken_runs_are_flagged_by_health_and_report(tmp_path, capsys):
     """Too high and too low a learning rate, through the CLI flags alone, on the fixture."""
-    from tbkit import report
     from tbkit.app import cli
+    from tbkit.tools import report
 
     logdir = str(tmp_path / "logs")
     common = ["--logdir", logdir, "--data-dir", FIXTURE, "--validation-size", "100",

@@ -303,7 +303,7 @@ def test_more_class_names_than_outputs_are_fine(tmp_path, digits):
 def test_the_callbacks_old_argument_names_still_work_and_warn_once(tmp_path):
     import warnings
 
-    import tbkit.keras as module
+    import tbkit.keras.callback as module
 
     module._WARNED.clear()
     with warnings.catch_warnings(record=True) as caught:

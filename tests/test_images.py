@@ -113,13 +113,13 @@ def test_writers_skip_rendering_without_a_writer(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("rendered although nothing would be recorded")
 
-    monkeypatch.setattr(tbkit.images, "confusion_matrix_image", boom)
+    monkeypatch.setattr(tbkit.summary.images, "confusion_matrix_image", boom)
     assert tbkit.confusion_matrix_summary("cm", [0], [0], 2, step=0) is False
 
 
 def test_huge_kernels_get_no_filter_grid():
     """A 3x3x128x64 kernel (73,728 weights) would be a 1,000 x 1,000 px grid per recording."""
-    from tbkit.recorder import MAX_FILTER_WEIGHTS, filter_kernels
+    from tbkit.model.recorder import MAX_FILTER_WEIGHTS, filter_kernels
 
     small = tf.Variable(tf.zeros((3, 3, 8, 8)))
     big = tf.Variable(tf.zeros((3, 3, 128, 64)))
@@ -129,7 +129,7 @@ def test_huge_kernels_get_no_filter_grid():
 
 def test_tiling_places_every_patch():
     """The vectorised grid equals placing each patch by hand."""
-    from tbkit.images import _tile
+    from tbkit.summary.images import _tile
 
     patches = np.arange(7 * 2 * 3, dtype=np.float32).reshape(7, 2, 3)
     grid = _tile(patches, -1.0, gap=2)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE, ROOT, event_files, load_events, scalars
-from tbkit.testing import start_workers, wait_all
+from helpers import start_workers, wait_all
 
 pytestmark = pytest.mark.slow
 

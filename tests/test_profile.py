@@ -13,7 +13,7 @@ import tensorflow as tf
 import tbkit
 import tbkit.keras as tbk
 from tbkit.hooks import Profile
-from tbkit.profiling import Profiler, parse_steps
+from tbkit.summary.profiling import Profiler, parse_steps
 
 
 def traces(run_dir) -> list[str]:

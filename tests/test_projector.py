@@ -211,7 +211,7 @@ def test_callback_projector_options(tmp_path):
 def test_files_half_written_by_a_killed_process_are_cleared(tmp_path):
     """A process killed inside `atomic_write` leaves a temporary; the next write removes it
     (the run directory must hold no `.tmp-` files, as the kill tests check)."""
-    from tbkit import projector as tbp
+    from tbkit.summary import projector as tbp
 
     x, y = data()
     model = functional()

@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from conftest import FIXTURE, damage_checkpoint, load_events, scalars
+from helpers import subprocess_env
 from tbkit.app import cli
-from tbkit.testing import subprocess_env
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tbkit import images as tbi
-from tbkit import report
-from tbkit.testing import get, tensorboard_server
+from helpers import get, tensorboard_server
+from tbkit.summary import images as tbi
+from tbkit.tools import report
 
 pytestmark = pytest.mark.e2e
 

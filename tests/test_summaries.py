@@ -60,7 +60,7 @@ def test_keras_variable_and_default_name(tmp_path):
 
 
 def test_non_finite_values_are_reported(tmp_path):
-    tbkit.summaries._warned.clear()
+    tbkit.summary.summaries._warned.clear()
     data = tf.constant([1.0, np.nan, 3.0, np.inf])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -109,8 +109,8 @@ def test_fast_histogram_equals_tensorboards(tmp_path, data):
     writer = tf.summary.create_file_writer(str(tmp_path))
     with writer.as_default(step=1):
         tf.summary.histogram("theirs", data)
-        tbkit.summaries.histogram("ours", data)
-        tf.function(lambda: tbkit.summaries.histogram("ours_compiled", data))()
+        tbkit.summary.summaries.histogram("ours", data)
+        tf.function(lambda: tbkit.summary.summaries.histogram("ours_compiled", data))()
     writer.close()
     acc = load_events(str(tmp_path))
     theirs = tf.make_ndarray(acc.Tensors("theirs")[0].tensor_proto)
@@ -133,7 +133,7 @@ def test_fast_histogram_equals_tensorboards(tmp_path, data):
 )
 def test_eager_and_compiled_write_the_same(tmp_path, values):
     """Eagerly the statistics are computed in numpy; the event files must not tell."""
-    tbkit.summaries._warned.clear()
+    tbkit.summary.summaries._warned.clear()
     var = tf.Variable(values.astype(np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -153,7 +153,7 @@ def test_eager_and_compiled_write_the_same(tmp_path, values):
 def _large(kind: str) -> np.ndarray:
     """Arrays past `LARGE`, where summaries take the chunked host path."""
     rng = np.random.default_rng(5)
-    n = tbkit.summaries.LARGE + 12345  # several chunks and a ragged last one
+    n = tbkit.summary.summaries.LARGE + 12345  # several chunks and a ragged last one
     if kind == "normal":
         return rng.normal(0.5, 3.0, size=n).astype(np.float32)
     if kind == "constant":
@@ -161,7 +161,7 @@ def _large(kind: str) -> np.ndarray:
     if kind == "nonfinite":  # NaN and Inf in two different chunks
         data = rng.normal(size=n).astype(np.float32)
         data[7] = np.nan
-        data[tbkit.summaries.CHUNK * 2 + 3] = -np.inf
+        data[tbkit.summary.summaries.CHUNK * 2 + 3] = -np.inf
         return data
     return (rng.integers(0, 9, size=n) * 0.5).astype(np.float32)  # many exact edge values
 
@@ -173,11 +173,13 @@ def test_large_histogram_equals_tensorboards(tmp_path, kind):
     writer = tf.summary.create_file_writer(str(tmp_path))
     with writer.as_default(step=1):
         tf.summary.histogram("theirs", data)
-        tbkit.summaries.histogram("ours", data)
-        tf.function(lambda: tbkit.summaries.histogram("ours_compiled", tf.constant(data)))()
+        tbkit.summary.summaries.histogram("ours", data)
+        tf.function(lambda: tbkit.summary.summaries.histogram("ours_compiled", tf.constant(data)))()
         # Unknown static size: decided at run time.
         spec = tf.TensorSpec([None], tf.float32)
-        dynamic = tf.function(lambda x: tbkit.summaries.histogram("ours_dynamic", x), [spec])
+        dynamic = tf.function(
+            lambda x: tbkit.summary.summaries.histogram("ours_dynamic", x), [spec]
+        )
         dynamic(tf.constant(data))
     writer.close()
     acc = load_events(str(tmp_path))
@@ -192,7 +194,7 @@ def test_large_variable_statistics(tmp_path, kind):
     data = _large(kind)
     finite = data[np.isfinite(data)].astype(np.float64)
     var = tf.Variable(data)
-    tbkit.summaries._warned.clear()
+    tbkit.summary.summaries._warned.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         _, eager = write(tmp_path / "e", lambda: tbkit.variable_summaries(var, "w", step=3))
@@ -204,7 +206,7 @@ def test_large_variable_statistics(tmp_path, kind):
         assert scalars(acc, "w/min")[3] == pytest.approx(finite.min())
         assert scalars(acc, "w/max")[3] == pytest.approx(finite.max())
         hist = tf.make_ndarray(acc.Tensors("w/histogram")[0].tensor_proto)
-        np.testing.assert_array_equal(hist, tbkit.summaries._buckets(finite, 30).numpy())
+        np.testing.assert_array_equal(hist, tbkit.summary.summaries._buckets(finite, 30).numpy())
         if kind == "nonfinite":
             assert scalars(acc, "w/nonfinite") == {3: 2.0}
         else:
@@ -220,7 +222,7 @@ def test_large_statistics_memory_is_bounded():
     data[1_000_001] = np.nan
     tracemalloc.start()
     try:
-        tbkit.summaries._host_statistics(data, 30)
+        tbkit.summary.summaries._host_statistics(data, 30)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE, ROOT, load_events, scalars
-from tbkit.testing import get, launch_chromium, subprocess_env, tensorboard_server
+from helpers import get, launch_chromium, subprocess_env, tensorboard_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -240,7 +240,7 @@ def test_scalars_plugin_lists_the_per_class_tags(server):
 
 
 def test_pr_curves_plugin_serves_a_curve_per_class_for_each_validation(server, logdir):
-    from tbkit.classes import per_class, pr_curve, probabilities
+    from tbkit.summary.classes import per_class, pr_curve, probabilities
 
     tags = get(server + "/data/plugin/pr_curves/tags")
     assert set(tags["fx/validation"]) == {f"pr_curves/{c}" for c in range(10)}

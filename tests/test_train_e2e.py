@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import FIXTURE, ROOT, decode_image_events, load_events, scalars
-from tbkit.testing import subprocess_env
+from helpers import subprocess_env
 
 pytestmark = pytest.mark.slow
 

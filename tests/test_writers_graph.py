@@ -54,7 +54,7 @@ def test_train_step_graph_is_grouped_like_the_tutorials(tmp_path):
     `metrics`, `optimizer`, TF's gradients, the inputs; no `mnistcnn_1` or `metrics_1`."""
     import keras
 
-    from tbkit.distribute import make_train_step
+    from tbkit.loop.distribute import make_train_step
 
     model = tbkit.MnistCNN()
     model(tf.zeros((1, 28, 28, 1)))

@@ -78,13 +78,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     verbose = args.__dict__.pop("verbose")
 
-    from tbkit.quiet import import_tensorflow
+    from tbkit.tools.quiet import import_tensorflow
 
     import_tensorflow(verbose)
     from tbkit.app.program import train
     from tbkit.app.settings import TrainConfig
     from tbkit.errors import TbkitError
-    from tbkit.interrupt import Interrupted
+    from tbkit.loop.interrupt import Interrupted
 
     config = TrainConfig(**vars(args))
     try:

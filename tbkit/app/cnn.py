@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tbkit import layers as tl
-from tbkit.model import Model
+from tbkit.model import layers as tl
+from tbkit.model.model import Model
 
 
 class MnistCNN(Model):

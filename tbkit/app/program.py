@@ -20,15 +20,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tbkit import images as tbi
 from tbkit.app import settings
 from tbkit.app.cnn import MnistCNN
 from tbkit.app.settings import TrainConfig
 from tbkit.datasets import eval_dataset, mnist, train_dataset
-from tbkit.distribute import is_chief, make_strategy
 from tbkit.errors import TbkitError
-from tbkit.rundir import RunDir, default_run_name
-from tbkit.trainer import Trainer, Validation
+from tbkit.loop.distribute import is_chief, make_strategy
+from tbkit.loop.trainer import Trainer, Validation
+from tbkit.run.rundir import RunDir, default_run_name
+from tbkit.summary import images as tbi
 
 
 @dataclasses.dataclass

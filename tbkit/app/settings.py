@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from tbkit.profiling import valid_steps_text
+from tbkit.summary.profiling import valid_steps_text
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from tbkit.measure import StepDynamics
+from tbkit.model.measure import StepDynamics
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,9 +3,9 @@ example errors, from the predictions a validation already has."""
 
 from __future__ import annotations
 
-from tbkit import images as tbi
-from tbkit.classes import class_count, write_per_class, write_pr_curves
 from tbkit.hooks.base import Classified, Ended, Hook, Run, Validated
+from tbkit.summary import images as tbi
+from tbkit.summary.classes import class_count, write_per_class, write_pr_curves
 
 
 class ClassMetrics(Hook):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tbkit import images as tbi
+from tbkit.summary import images as tbi
 
 
 class ValidationData:

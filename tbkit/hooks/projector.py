@@ -3,8 +3,8 @@ end of a run, and optionally the current weights' view at a cadence."""
 
 from __future__ import annotations
 
-from tbkit import projector as tbp
 from tbkit.hooks.base import Ended, Hook, Run, Validated
+from tbkit.summary import projector as tbp
 
 
 class Projector(Hook):

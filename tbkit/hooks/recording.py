@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tbkit import dynamics as tbd
 from tbkit.errors import TrainingError, reason
 from tbkit.hooks.base import Diverged, Hook, Recording, Run, Validated
+from tbkit.summary import dynamics as tbd
 
 
 class Summaries(Hook):

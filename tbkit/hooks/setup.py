@@ -6,8 +6,8 @@ import glob
 import os
 
 from tbkit.hooks.base import Ended, Hook, Run
-from tbkit.hparams import write_hparams
-from tbkit.profiling import Profiler, parse_steps
+from tbkit.summary.hparams import write_hparams
+from tbkit.summary.profiling import Profiler, parse_steps
 
 
 class Config(Hook):

@@ -93,10 +93,10 @@ def _source_name(model, head) -> str:
         return source.name
     except (AttributeError, IndexError, TypeError):
         pass
-    from tbkit.model import Model
-
     layers = list(getattr(model, "layers", []))
-    if (isinstance(model, Model) or type(model).__name__ == "Sequential") and head in layers:
+    if (
+        getattr(model, "tbkit_forward", False) or type(model).__name__ == "Sequential"
+    ) and head in layers:
         i = layers.index(head)
         if i > 0:
             return layers[i - 1].name
@@ -193,7 +193,7 @@ def sprite(images) -> tuple[np.ndarray, tuple[int, int]] | None:
     """The images in one square grid (uint8, grey or RGB) and each thumbnail's size, or None."""
     from PIL import Image
 
-    from tbkit.images import looks_like_images
+    from tbkit.summary.images import looks_like_images
 
     images = np.asarray(images)
     if not looks_like_images(images.shape):

@@ -105,7 +105,7 @@ def class_tag(name) -> str:
 
 def write_per_class(labels, predictions, num_classes: int, class_names=None, step=None) -> None:
     """Writes the per-class scalars to the default writer (one raw summary)."""
-    from tbkit.summaries import write_eagerly
+    from tbkit.summary.summaries import write_eagerly
 
     names = _names(class_names, num_classes)
     recall, precision = per_class(labels, predictions, num_classes)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tbkit.summaries import histogram, variable_summaries
+from tbkit.summary.summaries import histogram, variable_summaries
 
 # Variable-free pieces need no summaries; they are Keras' own.
 MaxPool2D = keras.layers.MaxPool2D

@@ -31,25 +31,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tbkit import dynamics as tbd
-from tbkit import images as tbi
 from tbkit.checks import check_positive
-from tbkit.classes import (
-    check_class_names,
-    class_count,
-    model_classes,
-    write_per_class,
-    write_pr_curves,
-)
-from tbkit.distribute import (
-    distribute,
-    first_replica,
-    is_chief,
-    make_evaluator,
-    make_train_step,
-)
 from tbkit.errors import TrainingError, reason
-from tbkit.graph import write_graph
 from tbkit.hooks import (
     Classified,
     Diverged,
@@ -62,11 +45,28 @@ from tbkit.hooks import (
     ValidationData,
     default_hooks,
 )
-from tbkit.interrupt import Interrupted, InterruptFlag
-from tbkit.recorder import LayerRecorder
-from tbkit.results import Evaluation, FitResult, Validation
-from tbkit.runstate import RunState
-from tbkit.writers import RunWriters
+from tbkit.loop.distribute import (
+    distribute,
+    first_replica,
+    is_chief,
+    make_evaluator,
+    make_train_step,
+)
+from tbkit.loop.interrupt import Interrupted, InterruptFlag
+from tbkit.loop.results import Evaluation, FitResult, Validation
+from tbkit.model.recorder import LayerRecorder
+from tbkit.run.runstate import RunState
+from tbkit.run.writers import RunWriters
+from tbkit.summary import dynamics as tbd
+from tbkit.summary import images as tbi
+from tbkit.summary.classes import (
+    check_class_names,
+    class_count,
+    model_classes,
+    write_per_class,
+    write_pr_curves,
+)
+from tbkit.summary.graph import write_graph
 
 _MONITORS = ("auto", "accuracy", "loss")
 

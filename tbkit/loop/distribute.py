@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tbkit.datasets.pipeline import without_autotune
 from tbkit.errors import TbkitError
-from tbkit.measure import StepDynamics, dense_gradients, measure
+from tbkit.model.measure import StepDynamics, dense_gradients, measure
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 

@@ -7,7 +7,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tbkit.model import summarize_layers
+from tbkit.model.model import summarize_layers
 
 
 class LayerSummaries(keras.callbacks.Callback):

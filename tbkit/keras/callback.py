@@ -3,12 +3,12 @@
 One callback gives, for *any* Keras model (stock layers included):
 
 - every variable's summaries (`<layer>/<variable>/mean|stddev|min|max|histogram`,
-  tags by `tbkit.recorder`'s rule) at a batch cadence or once per epoch,
+  tags by `tbkit.model.recorder`'s rule) at a batch cadence or once per epoch,
   recorded between batches, never inside the compiled train step;
 - the epoch's `loss`/`accuracy`/... in `RUN_DIR/train` and the `val_*` values,
   stripped of their prefix, in `RUN_DIR/validation`, so each pair shares a chart;
 - a filter grid for every 4-D kernel;
-- the training dynamics at the same cadence (`tbkit.dynamics`): each
+- the training dynamics at the same cadence (`tbkit.summary.dynamics`): each
   variable's `gradient_norm`, `gradient` histogram and `update_ratio`, each
   probed layer's zero / dead activation fractions, `gradient_global_norm` and
   `learning_rate`, and a `health` text with the findings at each epoch end.
@@ -24,7 +24,7 @@ One callback gives, for *any* Keras model (stock layers included):
   when its inputs are a single batch of images (all from one `predict` of
   `validation_data` per epoch: Keras does not hand its own validation
   predictions to callbacks), and at the end the Embedding Projector's view of
-  the best weights on a sample of it (`tbkit.projector`);
+  the best weights on a sample of it (`tbkit.summary.projector`);
 - the run state of `tbkit.RunState`: best checkpoints on each improvement of
   `monitor`, early stopping whose state is saved with the latest checkpoints,
   resume of an interrupted `fit`, damaged checkpoints found and refused as in
@@ -49,9 +49,6 @@ import numpy as np
 import tensorflow as tf
 
 from tbkit.checks import check_positive
-from tbkit.classes import check_class_names, model_classes
-from tbkit.distribute import is_chief
-from tbkit.dynamics import findings as dynamics_findings
 from tbkit.errors import TrainingError
 from tbkit.hooks import (
     Classified,
@@ -65,11 +62,14 @@ from tbkit.hooks import (
     ValidationData,
     default_hooks,
 )
-from tbkit.measure import StepDynamics, dense_gradients, measure
-from tbkit.recorder import LayerRecorder
-from tbkit.recorder import variable_tags as variable_tags
-from tbkit.runstate import RunState
-from tbkit.writers import RunWriters
+from tbkit.loop.distribute import is_chief
+from tbkit.model.measure import StepDynamics, dense_gradients, measure
+from tbkit.model.recorder import LayerRecorder
+from tbkit.model.recorder import variable_tags as variable_tags
+from tbkit.run.runstate import RunState
+from tbkit.run.writers import RunWriters
+from tbkit.summary.classes import check_class_names, model_classes
+from tbkit.summary.dynamics import findings as dynamics_findings
 
 
 class TensorBoardRun(keras.callbacks.Callback):

@@ -28,10 +28,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tbkit import images as tbi
-from tbkit.dynamics import Dynamics
-from tbkit.measure import StepDynamics
-from tbkit.summaries import _buckets_numpy, histogram, variable_summaries, write_eagerly
+from tbkit.model.measure import StepDynamics
+from tbkit.summary import images as tbi
+from tbkit.summary.dynamics import Dynamics
+from tbkit.summary.summaries import _buckets_numpy, histogram, variable_summaries, write_eagerly
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,9 +151,7 @@ def _activation_probe(model, owner_names: dict[int, str]):
     get a Keras probe model over the same layers; subclassed models have no
     graph of layers to probe and record no activations.
     """
-    from tbkit.model import Model
-
-    if isinstance(model, Model):
+    if getattr(model, "tbkit_forward", False):  # a tbkit.Model
 
         def forward(x):
             _, acts = model.forward(x, training=False)
@@ -337,7 +335,7 @@ class LayerRecorder:
             fractions (optional).
           compiled: run the statistics in one traced `tf.function` (fast when
             called many times) or eagerly in numpy (no tracing: for a few calls).
-          dynamics: a `tbkit.measure.StepDynamics` (what the Trainer's recording
+          dynamics: a `tbkit.model.measure.StepDynamics` (what the Trainer's recording
             step and the callback's probe measure): writes the gradient
             summaries too (optional).
           filters: also draw the filter grids (when the recorder has `images`);
@@ -346,7 +344,7 @@ class LayerRecorder:
 
         Returns:
           True if the summaries were recorded. `self.latest` then holds the
-          recording's `Dynamics` (for `tbkit.dynamics.findings`).
+          recording's `Dynamics` (for `tbkit.summary.dynamics.findings`).
         """
         if step is None:
             step = tf.summary.experimental.get_step()

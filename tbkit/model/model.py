@@ -15,9 +15,9 @@ import weakref
 import keras
 import tensorflow as tf
 
-from tbkit import layers as tl
-from tbkit.checkpoints import check_architecture
-from tbkit.recorder import LayerRecorder, variable_tags
+from tbkit.model import layers as tl
+from tbkit.model.recorder import LayerRecorder, variable_tags
+from tbkit.run.checkpoints import check_architecture
 
 _RECORDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -59,6 +59,10 @@ class Model(keras.Model):
       name: default: the class name in lowercase.
       logging: when False, `summarize` writes scalars only (no histograms).
     """
+
+    # Read by the recorder and the projector (which must not import this module):
+    # `forward` returns every layer's activation in one pass.
+    tbkit_forward = True
 
     def __init__(self, layers=(), name: str | None = None, logging: bool = True, **kwargs):
         super().__init__(name=name or type(self).__name__.lower(), **kwargs)

@@ -19,7 +19,7 @@ their run through it, so each keeps the same guarantees:
 - a failed checkpoint write (disk full, file too large) is one `CheckpointError`
   line that names the best checkpoint kept;
 - no checkpoint ever holds a non-finite value: before each best and each latest
-  save every model and optimizer variable is checked (`tbkit.finite`), and a
+  save every model and optimizer variable is checked (`tbkit.run.finite`), and a
   NaN or Inf stops the run with a `TrainingError` naming the first one, in
   layer order, whether or not it reached the loss;
 - under `tf.distribute` only the chief writes into the run directory; another
@@ -36,16 +36,16 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from tbkit.checkpoints import (
+from tbkit.errors import ArchitectureError, CheckpointError, TrainingError, reason
+from tbkit.run.checkpoints import (
     BestCheckpoint,
     EarlyStopping,
     check_architecture,
     checkpoint_candidates,
     restore_newest_readable,
 )
-from tbkit.errors import ArchitectureError, CheckpointError, TrainingError, reason
-from tbkit.finite import FiniteCheck
-from tbkit.rundir import RunDir
+from tbkit.run.finite import FiniteCheck
+from tbkit.run.rundir import RunDir
 
 
 class RunState:

@@ -1,0 +1,1 @@
+"""tbkit.summary"""
