@@ -9,7 +9,7 @@ headless Chromium with Playwright, and saves one small PNG per view:
   docs/distributions.png  the distribution of layer_fc1's weights over time
   docs/filters.png        the layer_conv1 filter grid
   docs/confusion.png      the test-set confusion matrix of the best checkpoint
-  docs/dynamics.png       Custom Scalars: layer_fc1's gradient norms and update ratios
+  docs/dynamics.png       Custom Scalars: every layer's update ratio on one chart (one scale)
   docs/pr_curves.png      the validation PR curve of one digit at the last validation
   docs/projector.png      the Projector: layer_fc1 of the best checkpoint on 1,000
                           validation digits (PCA), their images as sprites, coloured by label
@@ -148,7 +148,7 @@ def main(argv=None) -> None:
             f"^{run}/train$",
             None,
             "tf-custom-scalar-multi-line-chart-card",
-            "layer_fc1",
+            "update ratios",
             "dynamics.png",
             expand=True,
         )

@@ -94,7 +94,7 @@ def test_trainer_dynamics_match_numpy(tmp_path, digits):
     assert "no findings" in text(acc, "health")[1]
 
 
-def test_layout_puts_each_layer_on_one_chart(tmp_path, digits):
+def test_layout_puts_each_scale_on_its_own_chart(tmp_path, digits):
     x, y = digits
     trainer = tbkit.Trainer(cnn(), keras.optimizers.Adam(1e-3), SCCE, tmp_path / "run",
                             eval_every=2, summary_every=2, progress=False, log=lambda _: None)  # fmt: skip
@@ -104,12 +104,25 @@ def test_layout_puts_each_layer_on_one_chart(tmp_path, digits):
     (event,) = acc.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(tf.make_ndarray(event.tensor_proto).item())
     charts = {c.title: c.multiline.tag[0] for c in layout.category[0].chart}
-    assert list(charts) == ["conv", "hidden", "head", "model"]
+    assert list(charts) == ["gradient norms", "update ratios", "dead fractions",
+                            "zero fractions", "gradient global norm", "learning rate"]  # fmt: skip
     tags = acc.Tags()["tensors"]
-    assert sorted(t for t in tags if re.match(charts["hidden"], t)) == [
-        "hidden/bias/gradient_norm", "hidden/bias/update_ratio",
-        "hidden/kernel/gradient_norm", "hidden/kernel/update_ratio",
-    ]  # fmt: skip
+    matched = {title: sorted(t for t in tags if re.match(p, t)) for title, p in charts.items()}
+    layers = ("conv", "hidden", "head")
+    assert matched["gradient norms"] == sorted(
+        f"{la}/{v}/gradient_norm" for la in layers for v in ("kernel", "bias")
+    )
+    assert matched["update ratios"] == sorted(
+        f"{la}/{v}/update_ratio" for la in layers for v in ("kernel", "bias")
+    )
+    assert matched["dead fractions"] == ["conv/activations/dead_fraction",
+                                         "head/activations/dead_fraction",
+                                         "hidden/activations/dead_fraction"]  # fmt: skip
+    assert matched["gradient global norm"] == ["gradient_global_norm"]
+    assert matched["learning rate"] == ["learning_rate"]
+    # No chart mixes two quantities.
+    charted = [t for ts in matched.values() for t in ts]
+    assert len(charted) == len(set(charted))
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["plain", "xla"])
@@ -198,7 +211,7 @@ def test_callback_dynamics_match_numpy(tmp_path, digits):
     assert "health" in acc.Tags()["tensors"]
     # Probing in training mode changes nothing: the moving statistics stay as they are.
     moving = bn.moving_mean.numpy().copy()
-    cb._dynamics_fns[0](*cb._probe_batch)
+    cb._probe.measure()  # one more probe: gradients in training mode
     np.testing.assert_array_equal(bn.moving_mean.numpy(), moving)
 
 

@@ -178,22 +178,21 @@ def test_hparams(server):
 
 
 def test_training_dynamics_layout_and_health(server):
-    """The Custom Scalars layout: one chart per layer, serving its gradient norms and
-    update ratios; the Text dashboard: one `health` text per validation."""
+    """The Custom Scalars layout: one chart per quantity (one scale each), every layer a
+    series; the Text dashboard: one `health` text per validation."""
     layout = get(server + "/data/plugin/custom_scalars/layout")
     [category] = layout["category"]
     charts = {c["title"]: c["multiline"]["tag"][0] for c in category["chart"]}
-    assert list(charts) == [*LAYERS, "model"]
-    query = urllib.parse.urlencode({"run": "fx/train", "tag": charts["layer_fc1"]})
-    data = get(server + "/data/plugin/custom_scalars/scalars?" + query)
-    series = data["tag_to_events"]
-    assert data["regex_valid"] and set(series) == {
-        f"layer_fc1/{v}/{s}"
-        for v in ("weights", "biases")
-        for s in ("gradient_norm", "update_ratio")
-    }
-    assert [e[1] for e in series["layer_fc1/weights/gradient_norm"]] == list(range(10, 61, 10))
-    assert all(e[2] > 0 for events in series.values() for e in events)
+    assert list(charts)[:2] == ["gradient norms", "update ratios"]
+    for title, quantity in (("gradient norms", "gradient_norm"), ("update ratios", "update_ratio")):
+        query = urllib.parse.urlencode({"run": "fx/train", "tag": charts[title]})
+        data = get(server + "/data/plugin/custom_scalars/scalars?" + query)
+        series = data["tag_to_events"]
+        assert data["regex_valid"] and set(series) == {
+            f"{layer}/{v}/{quantity}" for layer in LAYERS for v in ("weights", "biases")
+        }
+        assert [e[1] for e in series[f"layer_fc1/weights/{quantity}"]] == list(range(10, 61, 10))
+        assert all(e[2] > 0 for events in series.values() for e in events)
     assert get(server + "/data/plugin/text/tags")["fx/train"] == ["health"]
     query = urllib.parse.urlencode({"run": "fx/train", "tag": "health"})
     texts = get(server + "/data/plugin/text/text?" + query)

@@ -62,8 +62,8 @@ from tbkit.hooks import (
     ValidationData,
     default_hooks,
 )
+from tbkit.keras.probe import Probe, probe_batch
 from tbkit.loop.distribute import is_chief
-from tbkit.model.measure import StepDynamics, dense_gradients, measure
 from tbkit.model.recorder import LayerRecorder
 from tbkit.model.recorder import variable_tags as variable_tags
 from tbkit.run.runstate import RunState
@@ -185,7 +185,6 @@ class TensorBoardRun(keras.callbacks.Callback):
                 *hooks,
             ]
         )  # fmt: skip
-        self._before = None
         self._diverged: str | None = None
         self._open = False
         self.state: RunState | None = None
@@ -219,14 +218,19 @@ class TensorBoardRun(keras.callbacks.Callback):
         self.hooks.check(self.model)
         self.writers = RunWriters(self.run_dir, enabled=chief)
         data = ValidationData(self.validation_data) if self.validation_data is not None else None
-        self._probe_batch = self._find_probe(data) if self.dynamics else None
+        batch = probe_batch(self.probe, data, self.probe_size) if self.dynamics else None
+        if self.dynamics and batch is None:
+            self._warn_once(
+                "no probe batch (pass probe=(x, y) or validation_data): no gradient summaries"
+            )
         self.recorder = LayerRecorder(
             self.model, histograms=self.histograms, images=self.images,
             activations=False,  # the probe's activation histograms would double the cost
             gradient_histograms=self.gradient_histograms and self.dynamics,
-            activation_fractions=self._probe_batch is not None,
+            activation_fractions=batch is not None,
         )  # fmt: skip
-        self._dynamics_fns = None
+        compiled = self.summary_every != "epoch"
+        self._probe = Probe(self.model, batch, compiled) if batch is not None else None
         with strategy.scope():
             self.state = RunState(
                 self.run_dir,
@@ -275,64 +279,10 @@ class TensorBoardRun(keras.callbacks.Callback):
         # eagerly (statistics in numpy) ~28 ms with no tracing. So a batch cadence
         # compiles and epoch-end recordings run eagerly.
         x, dyn = None, None
-        if self.dynamics:
-            dyn = self._measure()
-            if self._probe_batch is not None:
-                x = self._probe_batch[0]
+        if self._probe is not None:
+            dyn, x = self._probe.measure(), self._probe.batch[0]
         compiled = self.summary_every != "epoch"
         self.hooks.record(self.run, Recording(step, x, dyn, compiled=compiled))
-        self._before = None
-
-    # --- training dynamics: fit's step is out of reach, so a probe batch ------------------
-
-    def _find_probe(self, data):
-        probe = self.probe
-        if probe is None and data is not None:
-            probe = data.first(self.probe_size)
-        if probe is None:
-            self._warn_once(
-                "no probe batch (pass probe=(x, y) or validation_data): no gradient summaries"
-            )
-            return None
-        x, y = probe
-        to_tensor = lambda a: tf.nest.map_structure(tf.convert_to_tensor, a)  # noqa: E731
-        return to_tensor(x), to_tensor(y)
-
-    def _make_dynamics_fns(self):
-        model = self.model
-        variables = list(model.trainable_variables)
-        # Probing in training mode must leave no trace: BatchNorm statistics,
-        # dropout seeds and metric totals are put back as they were.
-        restore = [v for v in model.non_trainable_variables + model.metrics_variables]
-
-        # A batch cadence compiles (many calls); once an epoch runs eagerly: tracing
-        # would cost more than the few calls it speeds up (as for the recorder).
-        compile_ = (
-            (lambda f: tf.function(f, reduce_retracing=True))
-            if self.summary_every != "epoch"
-            else (lambda f: f)
-        )
-
-        @compile_
-        def gradients(x, y):
-            saved = [tf.identity(v.value) for v in restore]
-            with tf.GradientTape() as tape:
-                y_pred = model(x, training=True)
-                loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
-            grads = tape.gradient(loss, variables)
-            for v, value in zip(restore, saved, strict=True):
-                v.assign(value)
-            return dense_gradients(grads, variables)
-
-        @compile_
-        def snapshot():
-            return [tf.identity(v.value) for v in variables]
-
-        @compile_
-        def measured(grads, before, rate, seen):
-            return measure(grads, before, variables, rate, seen_update=seen)
-
-        return gradients, snapshot, measured
 
     def _will_record(self, batch: int) -> bool:
         """Whether the batch about to run is one whose end records the summaries."""
@@ -341,29 +291,10 @@ class TensorBoardRun(keras.callbacks.Callback):
             return steps is not None and batch == steps - 1
         return (self._step() + 1) % self.summary_every == 0
 
-    def _rate(self) -> float:
-        optimizer = self.model.optimizer
-        return float(np.asarray(optimizer.learning_rate)) if optimizer is not None else 0.0
-
     def on_train_batch_begin(self, batch, logs=None):
         self.hooks.step_begin(self.run, self._step() + 1)
-        if self.dynamics and self._will_record(batch):
-            if self._dynamics_fns is None:
-                self._dynamics_fns = self._make_dynamics_fns()
-            self._before = (self._dynamics_fns[1](), self._rate())
-
-    def _measure(self) -> StepDynamics | None:
-        """The dynamics of the batch just trained (update ratio) and of the probe (gradients)."""
-        if self._probe_batch is None:
-            return None
-        if self._dynamics_fns is None:
-            self._dynamics_fns = self._make_dynamics_fns()
-        gradients, snapshot, measured = self._dynamics_fns
-        seen = self._before is not None  # else no snapshot of this batch: no update ratio
-        before, rate = self._before if seen else (snapshot(), self._rate())
-        grads, missing = gradients(*self._probe_batch)
-        dyn = measured(grads, before, tf.constant(rate, tf.float32), seen)
-        return dyn._replace(no_gradient=frozenset(int(i) for i in np.asarray(missing).reshape(-1)))
+        if self._probe is not None and self._will_record(batch):
+            self._probe.before_batch()
 
     def _warn_once(self, what: str) -> None:
         if what not in self._warned:

@@ -211,39 +211,34 @@ def write_findings(d: Dynamics | None, step: int) -> list[str]:
     return lines
 
 
-def write_layout(tags) -> None:
-    """Writes a Custom Scalars layout: one chart per layer with its gradient norms and update ratios.
+#: The Custom Scalars charts of the dynamics: one chart per quantity, so each chart
+#: holds values of one scale (gradient norms ~0.1-1 and update ratios ~1e-3 on one
+#: linear axis would flatten the ratios); TensorBoard tells the series apart by marker.
+LAYOUT_CHARTS = (
+    ("gradient norms", r"^.+/gradient_norm$"),
+    ("update ratios", r"^.+/update_ratio$"),
+    ("dead fractions", r"^.+/activations/dead_fraction$"),
+    ("zero fractions", r"^.+/activations/zero_fraction$"),
+    ("gradient global norm", r"^gradient_global_norm$"),
+    ("learning rate", r"^learning_rate$"),
+)
+
+
+def write_layout(tags=None) -> None:
+    """Writes the Custom Scalars layout of the training dynamics (`LAYOUT_CHARTS`).
 
     Args:
-      tags: the variable tags whose dynamics are recorded (layer order).
+      tags: the variable tags whose dynamics are recorded (unused by the layout,
+        whose charts match every layer's tags by pattern; kept for callers).
     """
-    import re
-
     import tensorflow as tf
     from tensorboard.plugins.custom_scalar import layout_pb2
     from tensorboard.plugins.custom_scalar import summary as cs_summary
 
-    layers: list[str] = []
-    for tag in tags:
-        if layer_of(tag) not in layers:
-            layers.append(layer_of(tag))
     charts = [
-        layout_pb2.Chart(
-            title=layer,
-            multiline=layout_pb2.MultilineChartContent(
-                tag=[rf"^{re.escape(layer)}/[^/]+/(gradient_norm|update_ratio)$"]
-            ),
-        )
-        for layer in layers
+        layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[pattern]))
+        for title, pattern in LAYOUT_CHARTS
     ]
-    charts.append(
-        layout_pb2.Chart(
-            title="model",
-            multiline=layout_pb2.MultilineChartContent(
-                tag=[r"^(gradient_global_norm|learning_rate)$"]
-            ),
-        )
-    )
     layout = layout_pb2.Layout(
         category=[layout_pb2.Category(title="training dynamics", chart=charts)]
     )

@@ -315,30 +315,3 @@ def figure_summary(name: str, fig, step=None):
         plt.close(fig)
         return False
     return image_summary(name, figure_to_image(fig), step)
-
-
-def error_examples(validation_data, labels, predictions, count: int = 9):
-    """`(images, labels, predictions)` of the first `count` misclassified examples of a
-    batched `(x, y)` data set, or None when its inputs are not one batch of images.
-
-    Only the wanted images are kept while the data set is read (it is read only
-    as far as the last of them).
-    """
-    x_spec = validation_data.element_spec[0]
-    if not isinstance(x_spec, tf.TensorSpec) or not looks_like_images(x_spec.shape):
-        return None
-    pred = predictions
-    wrong = np.flatnonzero(labels != pred)[:count]
-    if not len(wrong):
-        return np.zeros((0, 1, 1)), labels[:0], pred[:0]
-    wanted, found, offset = set(wrong.tolist()), {}, 0
-    for x, _ in validation_data:
-        n = int(x.shape[0])
-        for i in range(offset, offset + n):
-            if i in wanted:
-                found[i] = x[i - offset].numpy()
-        offset += n
-        if len(found) == len(wanted):
-            break
-    images = np.stack([found[i] for i in wrong])
-    return images, labels[wrong], pred[wrong]

@@ -1,0 +1,97 @@
+"""The callback's view of the training dynamics: `fit`'s own step is out of a
+callback's reach, so the gradients are taken on a probe batch.
+
+The probe runs the model in training mode on a fixed `(x, y)` batch and puts
+every non-trainable variable (BatchNorm statistics, dropout seeds) and metric
+back afterwards, so probing changes nothing; the update ratio comes from the
+weights copied at the recorded batch's start and read at its end. What it
+measures is a `tbkit.model.measure.StepDynamics`, built by the same `measure`
+as the Trainer's recording step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tbkit.model.measure import StepDynamics, dense_gradients, measure
+
+
+def probe_batch(probe, data, size: int):
+    """The probe: `probe=(x, y)` as given, else the first `size` examples of the
+    validation data (a `tbkit.hooks.ValidationData`), as tensors; None when neither."""
+    if probe is None and data is not None:
+        probe = data.first(size)
+    if probe is None:
+        return None
+    x, y = probe
+    to_tensor = lambda a: tf.nest.map_structure(tf.convert_to_tensor, a)  # noqa: E731
+    return to_tensor(x), to_tensor(y)
+
+
+class Probe:
+    """Measures the dynamics of `fit`'s recorded batches on a probe batch.
+
+    Args:
+      model: the compiled Keras model `fit` trains.
+      batch: the probe `(x, y)`.
+      compiled: trace the probe's functions (a batch cadence: many calls) or run
+        them eagerly (once an epoch: tracing would cost more than it saves).
+    """
+
+    def __init__(self, model, batch, compiled: bool):
+        self.model, self.batch, self.compiled = model, batch, compiled
+        self._fns = None
+        self._before = None
+
+    def _make(self):
+        model = self.model
+        variables = list(model.trainable_variables)
+        restore = [v for v in model.non_trainable_variables + model.metrics_variables]
+        compile_ = (
+            (lambda f: tf.function(f, reduce_retracing=True)) if self.compiled else (lambda f: f)
+        )
+
+        @compile_
+        def gradients(x, y):
+            saved = [tf.identity(v.value) for v in restore]
+            with tf.GradientTape() as tape:
+                y_pred = model(x, training=True)
+                loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+            grads = tape.gradient(loss, variables)
+            for v, value in zip(restore, saved, strict=True):
+                v.assign(value)
+            return dense_gradients(grads, variables)
+
+        @compile_
+        def snapshot():
+            return [tf.identity(v.value) for v in variables]
+
+        @compile_
+        def measured(grads, before, rate, seen):
+            return measure(grads, before, variables, rate, seen_update=seen)
+
+        return gradients, snapshot, measured
+
+    def _fns_(self):
+        if self._fns is None:
+            self._fns = self._make()
+        return self._fns
+
+    def _rate(self) -> float:
+        optimizer = self.model.optimizer
+        return float(np.asarray(optimizer.learning_rate)) if optimizer is not None else 0.0
+
+    def before_batch(self) -> None:
+        """Copies the weights (and the learning rate) at the start of a recorded batch."""
+        self._before = (self._fns_()[1](), self._rate())
+
+    def measure(self) -> StepDynamics:
+        """The dynamics of the batch just trained (update ratio) and of the probe (gradients)."""
+        gradients, snapshot, measured = self._fns_()
+        seen = self._before is not None  # else no snapshot of this batch: no update ratio
+        before, rate = self._before if seen else (snapshot(), self._rate())
+        self._before = None
+        grads, missing = gradients(*self.batch)
+        dyn = measured(grads, before, tf.constant(rate, tf.float32), seen)
+        return dyn._replace(no_gradient=frozenset(int(i) for i in np.asarray(missing).reshape(-1)))
