@@ -81,8 +81,9 @@ def test_mirrored_best_checkpoint_restores_on_one_device(runs):
     best = max(scalars(load_events(str(runs / "mirrored" / "validation")), "accuracy").values())
     script = f"""
 import numpy as np, tensorflow as tf, tbkit
+from tbkit.app.cnn import MnistCNN
 data = tbkit.datasets.mnist.load({FIXTURE!r}, validation_size=500, log=lambda _: None)
-model = tbkit.MnistCNN(); model(tf.zeros((1, 28, 28, 1)))
+model = MnistCNN(); model(tf.zeros((1, 28, 28, 1)))
 tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint({str(runs / "mirrored" / "checkpoints" / "best")!r})).expect_partial()
 x = data.validation_images[..., None].astype("float32") / 255.0
 print(int(np.sum(np.argmax(model(x), 1) == data.validation_labels)))

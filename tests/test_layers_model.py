@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import tbkit
 from conftest import FIXTURE, load_events, scalars
+from tbkit.app.cnn import MnistCNN
 
 LAYERS = ("layer_conv1", "layer_conv2", "layer_fc1", "layer_fc2")
 STATS = ("mean", "stddev", "min", "max", "histogram")
@@ -38,7 +39,7 @@ def test_layers_compute_what_keras_computes():
 
 
 def test_mnist_cnn_structure():
-    model = tbkit.MnistCNN()
+    model = MnistCNN()
     logits = model(tf.zeros((3, 28, 28, 1)))
     assert model.name == "mnistcnn" and logits.shape == (3, 10)
     assert [layer.name for layer in model.layers] == [
@@ -62,7 +63,7 @@ def test_mnist_cnn_structure():
 
 
 def test_summarize_writes_the_contract_tags(tmp_path):
-    model = tbkit.MnistCNN()
+    model = MnistCNN()
     model(tf.zeros((1, 28, 28, 1)))
     writer = tf.summary.create_file_writer(str(tmp_path))
     x = tf.random.stateless_uniform((4, 28, 28, 1), seed=(0, 1))
@@ -79,7 +80,7 @@ def test_summarize_writes_the_contract_tags(tmp_path):
 
 
 def test_logging_off_means_no_histograms(tmp_path):
-    model = tbkit.MnistCNN(logging=False)
+    model = MnistCNN(logging=False)
     model(tf.zeros((1, 28, 28, 1)))
     writer = tf.summary.create_file_writer(str(tmp_path))
     with writer.as_default():
@@ -90,11 +91,11 @@ def test_logging_off_means_no_histograms(tmp_path):
 
 
 def test_save_load_and_architecture_mismatch(tmp_path):
-    model = tbkit.MnistCNN()
+    model = MnistCNN()
     x = tf.random.stateless_uniform((2, 28, 28, 1), seed=(3, 4))
     y = model(x)
     path = model.save(str(tmp_path / "cnn"))
-    other = tbkit.MnistCNN()
+    other = MnistCNN()
     other(x)
     other.load(path)
     np.testing.assert_allclose(other(x), y, atol=1e-6)
@@ -122,7 +123,7 @@ def test_save_load_and_architecture_mismatch(tmp_path):
 
 
 def test_custom_loop_summaries_stay_out_of_the_train_step():
-    model = tbkit.MnistCNN()
+    model = MnistCNN()
     opt = keras.optimizers.Adam()
 
     @tf.function
@@ -184,3 +185,27 @@ def test_model_fit_with_tbkit_layers_writes_per_layer_tags(tmp_path, kind):
     acc = load_events(str(tmp_path / "train"))
     assert set(acc.Tags()["tensors"]) == contract_tags(("layer_conv1", "layer_fc2"))
     assert list(scalars(acc, "layer_conv1/weights/mean")) == [5, 10, 15]
+
+
+def test_the_library_does_not_import_the_mnist_application():
+    """`import tbkit` and its engine modules never load `tbkit.app`; the old `tbkit.MnistCNN`
+    still works, with a deprecation warning."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings, tbkit, tbkit.keras, tbkit.loop.trainer, tbkit.hooks\n"
+        "assert not any(m.startswith('tbkit.app') for m in sys.modules), 'app imported'\n"
+        "assert 'MnistCNN' not in tbkit.__all__\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    cls = tbkit.MnistCNN\n"
+        "assert cls.__module__ == 'tbkit.app.cnn'\n"
+        "assert any(issubclass(x.category, DeprecationWarning) for x in w)\n"
+        "import tbkit.recorder, tbkit.model.recorder\n"
+        "assert tbkit.recorder is tbkit.model.recorder  # old names import the moved module\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")

@@ -209,9 +209,10 @@ def fx_predictions(logdir, checkpoint: str):
     import tensorflow as tf
 
     import tbkit
+    from tbkit.app.cnn import MnistCNN
 
     data = tbkit.datasets.mnist.load(FIXTURE, validation_size=500, log=lambda _: None)
-    model = tbkit.MnistCNN()
+    model = MnistCNN()
     model(tf.zeros((1, 28, 28, 1)))
     path = tf.train.latest_checkpoint(str(logdir / "fx" / "checkpoints" / checkpoint))
     tf.train.Checkpoint(model=model).restore(path).expect_partial()

@@ -142,8 +142,9 @@ def test_best_checkpoint_reproduces_best_validation_accuracy(finished_run):
     best_logged = max(scalars(load_events(str(run / "validation")), "accuracy").values())
     script = f"""
 import numpy as np, tensorflow as tf, tbkit
+from tbkit.app.cnn import MnistCNN
 data = tbkit.datasets.mnist.load({FIXTURE!r}, validation_size=500, log=lambda _: None)
-model = tbkit.MnistCNN(); model(tf.zeros((1, 28, 28, 1)))
+model = MnistCNN(); model(tf.zeros((1, 28, 28, 1)))
 path = tf.train.latest_checkpoint({str(run / "checkpoints" / "best")!r})
 tf.train.Checkpoint(model=model).restore(path).expect_partial()
 preds = np.concatenate([np.argmax(model(x), 1) for x, _ in tbkit.datasets.eval_dataset(data.validation_images, data.validation_labels)])

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import tbkit
 from conftest import event_files, load_events, scalars
+from tbkit.app.cnn import MnistCNN
 
 
 def test_run_writers_overlay_same_tags(tmp_path):
@@ -33,7 +34,7 @@ def test_null_writers_write_nothing(tmp_path):
 
 
 def test_write_graph_exports_layer_scopes(tmp_path):
-    model = tbkit.MnistCNN()
+    model = MnistCNN()
 
     @tf.function
     def forward(x):
@@ -56,7 +57,7 @@ def test_train_step_graph_is_grouped_like_the_tutorials(tmp_path):
 
     from tbkit.loop.distribute import make_train_step
 
-    model = tbkit.MnistCNN()
+    model = MnistCNN()
     model(tf.zeros((1, 28, 28, 1)))
     window = tf.Variable(tf.zeros(4))
     step = make_train_step(tf.distribute.get_strategy(), model, keras.optimizers.Adam(),
