@@ -316,3 +316,15 @@ def test_the_callbacks_old_argument_names_still_work_and_warn_once(tmp_path):
     assert any("summary_freq" in m and "summary_every" in m for m in deprecations)
     assert (cb.run_dir, cb.summary_every) == (str(tmp_path / "a"), 5)
     assert (again.logdir, again.summary_freq) == (str(tmp_path / "b"), 7)
+
+
+def test_fit_on_a_finished_run_writes_nothing_new(tmp_path, digits):
+    x, y = digits
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    make = lambda: tbkit.Trainer(small_cnn(), keras.optimizers.Adam(1e-3), SCCE,  # noqa: E731
+                                 tmp_path / "run", eval_every=2, **QUIET)  # fmt: skip
+    make().fit(ds, ds, steps=4)
+    before = sorted(p.name for p in (tmp_path / "run" / "train").iterdir())
+    again = make().fit(ds, ds, steps=4)  # already there: trains nothing
+    assert (again.steps, again.resumed_from, again.best_step) == (4, None, again.best_step)
+    assert sorted(p.name for p in (tmp_path / "run" / "train").iterdir()) == before

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -293,11 +294,14 @@ class Trainer:
                 log=self._log,
             )  # fmt: skip
             step, early, failed = start, state.is_finished and state.should_stop(start), True
+            finished = early or start >= steps
+            # A finished run trains nothing: no train writer (no empty event file per call).
+            scope = contextlib.nullcontext() if finished else writers.scope("train")
             try:
-                with writers.scope("train"):
+                with scope:
                     self.hooks.begin(run)
                     try:
-                        if early or start >= steps:
+                        if finished:
                             self._log(
                                 f"Run {os.path.basename(state.path)} already finished at step {start}"
                             )
@@ -322,7 +326,7 @@ class Trainer:
                         self.timings["validation"] += time.perf_counter() - t
             finally:
                 writers.close()
-            resumed_from = start if state.resumed and start < steps else None
+            resumed_from = start if state.resumed and not finished else None
             return FitResult(
                 steps=step,
                 best_value=state.best_value,
