@@ -74,7 +74,9 @@ class BareStep:
         from tbkit.loop.distribute import make_train_step
 
         d = tbkit.datasets.mnist.load(data_dir, validation_size=5000, log=lambda _: None)
-        model = tbkit.MnistCNN()
+        from tbkit.app.cnn import MnistCNN
+
+        model = MnistCNN()
         model(tf.zeros((1, 28, 28, 1)))
         self.window = tf.Variable(tf.zeros(4))
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -60,7 +60,9 @@ def write_run(run_dir: str, iterations: int, data_dir: str) -> None:
     x, y = next(
         iter(tbkit.datasets.train_dataset(data.train_images, data.train_labels, 64, seed=0))
     )
-    model = tbkit.MnistCNN()
+    from tbkit.app.cnn import MnistCNN
+
+    model = MnistCNN()
     model(x[:1])
     window = tf.Variable(tf.zeros(4), trainable=False)
     step_fn = make_train_step(

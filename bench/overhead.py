@@ -36,6 +36,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tbkit  # noqa: E402
+from tbkit.app.cnn import MnistCNN  # noqa: E402
 from tbkit.loop.distribute import make_train_step  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main(argv=None) -> None:
     ds = iter(
         tbkit.datasets.train_dataset(data.train_images, data.train_labels, args.batch_size, seed=0)
     )
-    model = tbkit.MnistCNN()
+    model = MnistCNN()
     model(tf.zeros((1, 28, 28, 1)))
     opt = keras.optimizers.Adam(1e-3)
     window = tf.Variable(tf.zeros(4), trainable=False)

@@ -26,6 +26,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tbkit  # noqa: E402
+from tbkit.app.cnn import MnistCNN  # noqa: E402
 from tbkit.loop.distribute import make_evaluator, make_train_step  # noqa: E402
 
 
@@ -47,7 +48,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     d = tbkit.datasets.mnist.load(args.data_dir, validation_size=5000, log=lambda _: None)
-    model = tbkit.MnistCNN()
+    model = MnistCNN()
     model(tf.zeros((1, 28, 28, 1)))
     strategy = tf.distribute.get_strategy()
     window = tf.Variable(tf.zeros(4))

@@ -328,3 +328,36 @@ def test_fit_on_a_finished_run_writes_nothing_new(tmp_path, digits):
     again = make().fit(ds, ds, steps=4)  # already there: trains nothing
     assert (again.steps, again.resumed_from, again.best_step) == (4, None, again.best_step)
     assert sorted(p.name for p in (tmp_path / "run" / "train").iterdir()) == before
+
+
+class Subclassed(keras.Model):
+    """No symbolic outputs: its classes are found by tracing it on the data's inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(16, activation="relu", name="hidden")
+        self.head = keras.layers.Dense(10, name="head")
+
+    def call(self, x, training=False):
+        return self.head(self.hidden(x))
+
+
+def test_fewer_class_names_for_a_subclassed_model_fail_before_training(tmp_path, digits):
+    x, y = digits
+    names = ["zero", "one"]
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    model = Subclassed()
+    model(x[:1])
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    trainer = tbkit.Trainer(model, keras.optimizers.Adam(), SCCE, tmp_path / "a",
+                            class_names=names, **QUIET)  # fmt: skip
+    with pytest.raises(ValueError, match=r"2 names for a model of 10 classes"):
+        trainer.fit(ds, ds, steps=5)
+    assert not (tmp_path / "a").exists()
+    model.compile(keras.optimizers.Adam(), SCCE)
+    cb = tbk.TensorBoardRun(str(tmp_path / "b"), validation_data=(x, y), class_names=names,
+                            log=lambda _: None)  # fmt: skip
+    with pytest.raises(ValueError, match=r"2 names for a model of 10 classes"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    for b, v in zip(before, model.trainable_variables, strict=True):
+        np.testing.assert_array_equal(b, v.numpy())

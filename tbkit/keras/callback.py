@@ -214,10 +214,14 @@ class TensorBoardRun(keras.callbacks.Callback):
         strategy = self.model.distribute_strategy
         chief = is_chief(strategy)
         # One rule at both doors, said before the first batch.
-        self.class_names = check_class_names(self.class_names, model_classes(self.model))
+        data = ValidationData(self.validation_data) if self.validation_data is not None else None
+        classes = model_classes(self.model)
+        if classes is None and self.class_names is not None and data is not None:
+            first = data.first(1)  # a subclassed model says its classes when traced
+            classes = model_classes(self.model, first[0]) if first is not None else None
+        self.class_names = check_class_names(self.class_names, classes)
         self.hooks.check(self.model)
         self.writers = RunWriters(self.run_dir, enabled=chief)
-        data = ValidationData(self.validation_data) if self.validation_data is not None else None
         batch = probe_batch(self.probe, data, self.probe_size) if self.dynamics else None
         if self.dynamics and batch is None:
             self._warn_once(

@@ -53,6 +53,8 @@ from tbkit.loop.distribute import (
     make_evaluator,
     make_train_step,
 )
+from tbkit.loop.evaluation import write_test_run
+from tbkit.loop.guard import loss_divergence
 from tbkit.loop.interrupt import Interrupted, InterruptFlag
 from tbkit.loop.results import Evaluation, FitResult, Validation
 from tbkit.model.recorder import LayerRecorder
@@ -64,8 +66,6 @@ from tbkit.summary.classes import (
     check_class_names,
     class_count,
     model_classes,
-    write_per_class,
-    write_pr_curves,
 )
 from tbkit.summary.graph import write_graph
 
@@ -273,6 +273,10 @@ class Trainer:
         """
         check_positive("steps", steps)
         spec_source = train_data(0) if callable(train_data) else train_data
+        if self.class_names is not None and model_classes(self.model) is None:
+            # A subclassed model says its classes only when traced on its inputs.
+            spec = spec_source.element_spec
+            check_class_names(self.class_names, model_classes(self.model, spec[0]))
         monitor = self._resolve_monitor(spec_source.element_spec)
         if validation_data is None and monitor == "accuracy":
             monitor = "loss"
@@ -461,27 +465,8 @@ class Trainer:
             return
         state = run.state
         kept = f"step {state.best_step}" if state.best_path else "none yet"
-        where, lines = f"between steps {self._checked + 1} and {step}", []
-        if guard is not None:
-            batch, values, grads = guard
-            bad_step = self._checked + batch
-            where = f"at step {bad_step}"
-            by_index = self.recorder.trainable_tags
-            order = list(self.recorder.tags)
-            first = lambda idx: min((by_index[i] for i in idx if i in by_index), key=order.index)  # noqa: E731
-            if any(i in by_index for i in values):
-                tag = first(values)
-                where += f" (first non-finite value: {tag})"
-                lines.append(f"{tag}: non-finite values (NaN or Inf) at step {bad_step}")
-            elif any(i in by_index for i in grads):
-                tag = first(grads)
-                where += f" (first non-finite gradient: {tag}; every value was finite)"
-                lines.append(f"{tag}: non-finite gradient at step {bad_step}")
-        self._diverge(
-            run, step, lines or [f"the training loss became {loss_sum} {where}"],
-            f"the training loss became {loss_sum} {where}; stopping (lower the learning "
-            f"rate?). Best checkpoint kept: {kept}",
-        )  # fmt: skip
+        lines, message = loss_divergence(loss_sum, guard, self._checked, step, self.recorder, kept)
+        self._diverge(run, step, lines, message)
 
     def _draws_filters(self, step: int) -> bool:
         """Filter grids at the image cadence: the first recording of a run and the
@@ -586,22 +571,12 @@ class Trainer:
                 if labels is not None
                 else None
             )
-            test_dir = os.path.join(state.path, "test")
-            if self.chief and not tf.io.gfile.glob(os.path.join(test_dir, "events.*")):
-                writers = RunWriters(state.path)
-                try:
-                    with writers.scope("test", step=step):
-                        tf.summary.scalar("loss", loss)
-                        if acc is not None:
-                            tf.summary.scalar("accuracy", acc)
-                            write_per_class(labels, pred, len(cm), self.class_names)
-                            write_pr_curves(labels, scores, self.class_names)
-                            if self.images:
-                                tbi.confusion_matrix_summary(
-                                    "confusion_matrix", labels, pred, len(cm),
-                                    class_names=self.class_names,
-                                )  # fmt: skip
-                finally:
-                    writers.close()
+            if self.chief:
+                write_test_run(
+                    state.path, step, loss,
+                    (labels, pred, scores) if labels is not None else None,
+                    classes=len(cm) if cm is not None else 0, class_names=self.class_names,
+                    images=self.images,
+                )  # fmt: skip
         self.timings["test"] += time.perf_counter() - t
         return Evaluation(step, loss, acc, correct, total, labels, pred, cm)

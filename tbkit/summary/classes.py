@@ -37,15 +37,40 @@ def per_class(labels, predictions, num_classes: int) -> tuple[np.ndarray, np.nda
     return recall, precision
 
 
-def model_classes(model) -> int | None:
+def model_classes(model, inputs=None) -> int | None:
     """The number of classes a model outputs (its first output's last dimension), or None
-    when the model does not say (a subclassed model not yet called symbolically)."""
+    when the model does not say.
+
+    Args:
+      model: a built Keras model.
+      inputs: for a model without symbolic outputs (subclassed), a structure of
+        `tf.TensorSpec`s (or tensors) of its inputs: the output is then found by
+        Keras' symbolic `compute_output_spec`, without running the model.
+    """
     outputs = getattr(model, "outputs", None)
+    width = None
     try:
         width = tf_last_dim(outputs[0] if isinstance(outputs, list | tuple) else outputs)
     except (AttributeError, IndexError, TypeError, ValueError):
         width = None
+    if width is None and inputs is not None:
+        try:
+            import keras
+
+            symbolic = tf_nest_map(
+                lambda t: keras.KerasTensor(tuple(t.shape), dtype=t.dtype.name), inputs
+            )
+            out = model.compute_output_spec(symbolic)
+            width = tf_last_dim(out[0] if isinstance(out, list | tuple) else out)
+        except Exception:  # noqa: BLE001 - a model Keras cannot trace symbolically: unknown
+            width = None
     return width
+
+
+def tf_nest_map(fn, structure):
+    import tensorflow as tf
+
+    return tf.nest.map_structure(fn, structure)
 
 
 def tf_last_dim(tensor) -> int | None:
