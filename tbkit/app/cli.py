@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                            default=default, help=meta["help"])  # fmt: skip
         else:
             p.add_argument(flag, dest=f.name, default=default, help=meta["help"])
+    p.add_argument("--best-of", default=None, metavar="SEARCH_DIR",
+                   help="train with the settings of the best trial of a search (flags given "
+                   "here still win); config.json names the search and the trial")  # fmt: skip
     # Not a training setting (nothing about the run changes): only what the console shows.
     p.add_argument("--verbose", action="store_true",
                    help="also show TensorFlow's native start-up lines (absl, CUDA, CPU "
@@ -74,9 +77,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Parses `argv` (default `sys.argv[1:]`), trains, returns the exit code."""
-    args = build_parser().parse_args(argv)
+    """Parses `argv` (default `sys.argv[1:]`), trains, returns the exit code.
+
+    `train_mnist.py search ...` runs a hyperparameter search instead (`tbkit.app.search`).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["search"]:
+        from tbkit.app import search
+
+        return search.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
     verbose = args.__dict__.pop("verbose")
+    best_of, extra = args.__dict__.pop("best_of"), None
+    if best_of is not None:
+        from tbkit.app.search import best_of as find_best
+        from tbkit.errors import TbkitError
+
+        try:
+            best = find_best(best_of)
+        except TbkitError as e:
+            print(f"train_mnist.py: error: {e}", file=sys.stderr, flush=True)
+            return 1
+        parser.set_defaults(**best.settings)  # the flags given on the command line still win
+        args = parser.parse_args(argv)
+        for key in ("verbose", "best_of"):
+            args.__dict__.pop(key)
+        extra = {"best_of": {"search": best.search, "trial": best.trial}}
 
     from tbkit.tools.quiet import import_tensorflow
 
@@ -88,7 +115,7 @@ def main(argv=None) -> int:
 
     config = TrainConfig(**vars(args))
     try:
-        train(config, log=lambda line: print(line, flush=True))
+        train(config, log=lambda line: print(line, flush=True), extra_config=extra)
     except Interrupted as e:
         print(f"train_mnist.py: {e}", file=sys.stderr, flush=True)
         return e.exit_code

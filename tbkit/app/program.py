@@ -37,11 +37,11 @@ class TrainResult:
     iterations: int
     best_step: int
     best_accuracy: float
-    test_accuracy: float
-    test_correct: int
-    test_total: int
+    test_accuracy: float | None  # None: the test set was not read (a search's trial)
+    test_correct: int | None
+    test_total: int | None
     early_stopped: bool
-    confusion_matrix: np.ndarray
+    confusion_matrix: np.ndarray | None
     timings: dict
 
 
@@ -69,8 +69,23 @@ def _set_determinism(on: bool) -> None:
             tf_config.disable_op_determinism()
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+def train(
+    config: TrainConfig,
+    log: Callable[[str], None] = print,
+    *,
+    hooks=(),
+    test: bool = True,
+    extra_config: dict | None = None,
+) -> TrainResult:
     """Runs (or resumes, or re-evaluates) one training run; see the module docstring.
+
+    Args:
+      config: the run's settings.
+      log: where the console lines go.
+      hooks: more `tbkit.Hook`s for the run (a search's pruning hook).
+      test: evaluate the restored best on the test set at the end (False for a
+        search's trials: the test set is read once, for the winner).
+      extra_config: more entries for `config.json` (e.g. the search and trial).
 
     Raises:
       ValueError: a setting is invalid.
@@ -152,7 +167,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                 "test": len(data.test_images),
             },
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
+            **(extra_config or {}),
         },
+        hooks=hooks,
         on_validation=tutorial_line,
         log=log,
     )
@@ -171,7 +188,21 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     )
     if fit.early_stopped and fit.timings["train_steps"] > 0:
         log("No improvement found in a while, stopping optimization.")
-    test = trainer.evaluate(eval_dataset(data.test_images, data.test_labels))
+    result = TrainResult(
+        run_dir=run.path,
+        iterations=fit.steps,
+        best_step=fit.best_step,
+        best_accuracy=float(fit.best_value or 0.0),
+        test_accuracy=None,
+        test_correct=None,
+        test_total=None,
+        early_stopped=fit.early_stopped,
+        confusion_matrix=None,
+        timings=dict(trainer.timings, startup=startup),
+    )
+    if not test:
+        return result
+    evaluation = trainer.evaluate(eval_dataset(data.test_images, data.test_labels))
 
     elapsed = time.perf_counter() - started
     timings = dict(trainer.timings, startup=startup)
@@ -183,19 +214,19 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         + ", ".join(f"{k.replace('_', ' ')} {timings[k] / elapsed:.0%}" for k in parts)
         + f", other {other / elapsed:.0%}"
     )
-    log(f"Accuracy on Test-Set: {test.accuracy:.1%} ({test.correct} / {test.total})")
+    log(
+        f"Accuracy on Test-Set: {evaluation.accuracy:.1%} "
+        f"({evaluation.correct} / {evaluation.total})"
+    )
     log("Confusion Matrix:")
-    log(tbi.confusion_matrix_text(test.confusion_matrix))
+    log(tbi.confusion_matrix_text(evaluation.confusion_matrix))
     timings["total"] = elapsed
-    return TrainResult(
-        run_dir=run.path,
-        iterations=fit.steps,
-        best_step=test.step,
-        best_accuracy=float(fit.best_value or 0.0),
-        test_accuracy=test.accuracy,
-        test_correct=test.correct,
-        test_total=test.total,
-        early_stopped=fit.early_stopped,
-        confusion_matrix=test.confusion_matrix,
+    return dataclasses.replace(
+        result,
+        best_step=evaluation.step,
+        test_accuracy=evaluation.accuracy,
+        test_correct=evaluation.correct,
+        test_total=evaluation.total,
+        confusion_matrix=evaluation.confusion_matrix,
         timings=timings,
     )

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from tbkit.search.domains import Choice, DomainError, IntRange, Uniform
 from tbkit.summary.profiling import valid_steps_text
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -57,6 +58,7 @@ def setting(
     hparam: bool = False,
     trajectory: bool = False,
     flag: str | None = None,
+    domain=None,
 ):
     """Declares one setting.
 
@@ -70,11 +72,13 @@ def setting(
         and a test checks that changing it changes the run.
       flag: the command-line flag, when not `--<name with dashes>`
         (booleans that default to True are `--no-<name>`).
+      domain: the values a hyperparameter search draws from (`tbkit.search.domains`),
+        None for a setting that is not searched.
     """
     if choices is not None:
         check = Check(lambda v: v in choices, "one of " + ", ".join(map(str, choices)))
     meta = dict(help=help, check=check, choices=choices, hparam=hparam, trajectory=trajectory,
-                flag=flag)  # fmt: skip
+                flag=flag, domain=domain)  # fmt: skip
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -90,17 +94,20 @@ class TrainConfig:
     )
     num_iterations: int = setting(10_000, "maximum training iterations", check=POSITIVE_INT)
     batch_size: int = setting(
-        64, "training batch size", check=POSITIVE_INT, hparam=True, trajectory=True
-    )
+        64, "training batch size", check=POSITIVE_INT, hparam=True, trajectory=True,
+        domain=Choice((32, 64, 128)),
+    )  # fmt: skip
     learning_rate: float = setting(
-        2e-3, "Adam learning rate", check=POSITIVE_NUMBER, hparam=True, trajectory=True
-    )
+        2e-3, "Adam learning rate", check=POSITIVE_NUMBER, hparam=True, trajectory=True,
+        domain=Uniform(3e-4, 1e-2, log=True),
+    )  # fmt: skip
     lr_decay: float = setting(
         0.5,
         "multiply the learning rate by this every 1000 iterations, smoothly (1 = constant)",
         check=DECAY,
         hparam=True,
         trajectory=True,
+        domain=Uniform(0.3, 1.0),
     )
     augment_shift: int = setting(
         2,
@@ -108,6 +115,7 @@ class TrainConfig:
         check=SHIFT,
         hparam=True,
         trajectory=True,
+        domain=IntRange(0, 3),
     )
     eval_every: int = setting(
         100, "validate every N iterations", check=POSITIVE_INT, hparam=True, trajectory=True
@@ -234,3 +242,68 @@ def resume_conflict(config: TrainConfig, stored_flags: dict) -> str | None:
         if given != before:
             return name
     return None
+
+
+def search_space(narrowed: dict[str, str] | None = None, fixed: dict | None = None) -> dict:
+    """`{setting: domain}` of a search: every setting that declares a domain, less the
+    `fixed` ones, with `narrowed` domains (`NAME=LOW:HIGH` or `NAME=A,B`) parsed from text.
+
+    Raises:
+      ValueError: an unknown or unsearchable name, or a domain that makes no sense,
+        or values outside what the setting accepts (one line each).
+    """
+    declared = {f.name: f for f in fields() if f.metadata["domain"] is not None}
+    space = {name: f.metadata["domain"] for name, f in declared.items()}
+    for name, text in (narrowed or {}).items():
+        if name not in declared:
+            raise ValueError(
+                f"--domain {name}: not a searched setting (one of {', '.join(declared)})"
+            )
+        try:
+            domain = space[name].parse(text)
+        except DomainError as e:
+            raise ValueError(f"--domain {name}: {e}") from None
+        check = declared[name].metadata["check"]
+        ends = domain.values if isinstance(domain, Choice) else (domain.low, domain.high)
+        for v in ends:
+            if check is not None and not check.ok(v):
+                raise ValueError(f"--domain {name}: {v!r} is not {check.text}")
+        space[name] = domain
+    for name in fixed or {}:
+        space.pop(name, None)
+    return space
+
+
+def parse_fixed(items) -> dict:
+    """`--fix NAME=VALUE` pairs as `{setting: value}`, each value converted to the
+    setting's type and checked by its declaration.
+
+    Raises:
+      ValueError: a malformed pair, an unknown setting, or a value its check refuses.
+    """
+    by_name = {f.name: f for f in fields()}
+    out = {}
+    for item in items or ():
+        name, sep, text = str(item).partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise ValueError(f"--fix takes NAME=VALUE. Received: {item!r}")
+        f = by_name.get(name)
+        if f is None or name in ("logdir", "run_name"):
+            raise ValueError(f"--fix {name}: no such setting")
+        kind = type(f.default) if f.default is not None else _annotated(f)
+        try:
+            value = {bool: lambda t: t.lower() in ("1", "true", "yes")}.get(kind, kind)(text)
+        except ValueError:
+            raise ValueError(f"--fix {name}: {text!r} is not a {kind.__name__}") from None
+        check = f.metadata["check"]
+        if check is not None and not check.ok(value):
+            raise ValueError(f"--fix {name} must be {check.text}. Received: {name}={text}")
+        out[name] = value
+    return out
+
+
+def _annotated(f: dataclasses.Field) -> type:
+    """The value type of a setting whose default is None (`int | None` -> int)."""
+    text = str(f.type)
+    return next((t for t in (bool, int, float) if t.__name__ in text), str)

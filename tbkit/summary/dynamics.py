@@ -93,6 +93,17 @@ def _fmt(x: float) -> str:
     return f"{x:.1e}" if x and (abs(x) < 1e-2 or abs(x) >= 1e3) else f"{x:.3g}"
 
 
+def layer_update_ratios(d: Dynamics, skip=()) -> dict[str, float]:
+    """`{layer: |update| / |weights|}` over each layer's variables together (so a bias
+    that starts at zero does not dominate its layer), for the layers with weights."""
+    ratios = {}
+    for layer, tags in d.layers().items():
+        w = _combined(d.weight_norm, tags)
+        if w > 0 and layer not in skip:
+            ratios[layer] = _combined(d.update_norm, tags) / w
+    return ratios
+
+
 def findings(d: Dynamics | None) -> list[str]:
     """What looks wrong in one recording, one line per finding (empty: nothing).
 
@@ -148,12 +159,7 @@ def findings(d: Dynamics | None) -> list[str]:
                     f"({r / median:.0e}x the median layer's)"
                 )
 
-    # Update ratios by layer.
-    ratios = {}
-    for layer, tags in layers.items():
-        w = _combined(d.weight_norm, tags)
-        if w > 0 and layer not in unreached:
-            ratios[layer] = _combined(d.update_norm, tags) / w
+    ratios = layer_update_ratios(d, skip=unreached)
     if ratios:
         low = [la for la, r in ratios.items() if r < UPDATE_RATIO_LOW]
         lr = (

@@ -1,0 +1,73 @@
+"""One trial in one process: `python -m tbkit.search.worker SEARCH_DIR`.
+
+Claims a trial (a stale one of this host first, else a new one), sizes
+TensorFlow's thread pools so the search's workers share the cores, trains the
+trial through the spec's runner with the `Pruning` hook, and tells the study
+how it ended: complete (its best validation value), pruned (with the reason:
+the pruner's, or a diagnosis of the run's health), or failed (with the error).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from tbkit.errors import TbkitError, TrainingError
+from tbkit.search.study import NOTHING_TO_DO, claim, load_spec, open_study, trial_params
+
+
+def _import(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _share_cores(workers: int) -> None:
+    import tensorflow as tf
+
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m tbkit.search.worker SEARCH_DIR", file=sys.stderr)
+        return 2
+    spec = load_spec(argv[0])
+    from tbkit.search.pruning import Pruning
+
+    optuna = __import__("optuna")
+    study = open_study(spec)
+    claimed = claim(study, spec)
+    if claimed is None:
+        return NOTHING_TO_DO
+    trial, run_dir, reported = claimed
+    _share_cores(int(os.environ.get("TBKIT_SEARCH_WORKERS", spec.workers)))
+    params = trial_params(trial, spec)
+    hook = Pruning(trial, reported=reported)
+    runner = _import(spec.runner)
+    state = optuna.trial.TrialState
+    try:
+        value = runner(params, run_dir, [hook])
+    except TrainingError as e:  # diverged: pruned at once, with the finding
+        hook.reason = hook.reason or f"non-finite values: {e}"
+        value = None
+    except (TbkitError, ValueError) as e:
+        trial.set_user_attr("reason", str(e))
+        study.tell(trial.number, state=state.FAIL)
+        print(f"trial {trial.number}: failed: {e}", flush=True)
+        return 1
+    if hook.reason is not None:
+        trial.set_user_attr("reason", hook.reason)
+        study.tell(trial.number, state=state.PRUNED)
+        print(f"trial {trial.number}: pruned: {hook.reason}", flush=True)
+    else:
+        study.tell(trial.number, value)
+        print(f"trial {trial.number}: complete: {value}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

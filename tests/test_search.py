@@ -1,0 +1,134 @@
+"""`train_mnist.py search` on the fixture (#23): trials are run directories, one process each;
+a search killed mid-trial resumes that trial from its checkpoint; the test set is read once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import FIXTURE, ROOT, event_files, load_events, scalars
+from helpers import subprocess_env
+
+optuna = pytest.importorskip("optuna", reason="the search extra (pip install 'tbkit[search]')")
+
+pytestmark = pytest.mark.slow
+
+FIX = ["--fix", f"data_dir={FIXTURE}", "--fix", "validation_size=100", "--fix", "eval_every=10",
+       "--fix", "summary_every=10", "--fix", "projector_examples=0", "--fix", "images=false",
+       "--fix", "histograms=false"]  # fmt: skip
+
+
+def search(logdir, *flags, timeout=600):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_mnist.py"), "search", "--logdir", str(logdir),
+         *FIX, *flags],
+        capture_output=True, text=True, timeout=timeout, env=subprocess_env(), cwd=ROOT,
+    )  # fmt: skip
+
+
+def table(logdir):
+    from tbkit.search.study import load_spec, open_study, trial_table
+
+    return trial_table(open_study(load_spec(str(logdir))))
+
+
+def test_a_search_trains_trials_as_runs_and_tests_the_best_once(tmp_path):
+    logdir = tmp_path / "s"
+    flags = ["--trials", "3", "--workers", "2", "--seed", "1", "--pruner", "none",
+             "--fix", "num_iterations=30", "--domain", "learning_rate=1e-3:3e-3"]  # fmt: skip
+    out = search(logdir, *flags)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = table(logdir)
+    assert [r.number for r in rows] == [0, 1, 2] and {r.status for r in rows} == {"complete"}
+    assert all(1e-3 <= r.params["learning_rate"] <= 3e-3 for r in rows)
+    for r in rows:
+        run = logdir / f"trial-{r.number:04d}"
+        val = scalars(load_events(str(run / "validation")), "accuracy")
+        assert list(val) == [10, 20, 30] and max(val.values()) == pytest.approx(r.value)
+        assert not (run / "test").exists()  # trials never read the test set
+        config = json.loads((run / "config.json").read_text())
+        assert config["trial"] == run.name and config["flags"]["learning_rate"] == pytest.approx(
+            r.params["learning_rate"]
+        )
+    best = max(rows, key=lambda r: r.value)
+    assert f"Best: trial-{best.number:04d}" in out.stdout
+    result = json.loads((logdir / "test_result.json").read_text())
+    from tbkit.datasets import mnist
+
+    test_size = len(mnist.load(FIXTURE, validation_size=100, log=lambda _: None).test_labels)
+    assert result["trial"] == f"trial-{best.number:04d}" and result["total"] == test_size
+    assert f"Accuracy on Test-Set: {result['accuracy']:.1%}" in out.stdout
+    assert len(event_files(str(logdir / "test"))) == 1
+    # The HParams experiment at the top: the searched settings with their domains.
+    assert event_files(str(logdir))
+    # The same command again: nothing left to do, nothing run twice, the test not redone.
+    again = search(logdir, *flags)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r.number for r in table(logdir)] == [0, 1, 2]
+    assert len(event_files(str(logdir / "test"))) == 1
+    assert json.loads((logdir / "test_result.json").read_text()) == result
+
+
+def test_trials_with_absurd_learning_rates_are_pruned_with_a_diagnosis(tmp_path):
+    logdir = tmp_path / "s"
+    out = search(logdir, "--trials", "2", "--seed", "3", "--pruner", "none",
+                 "--fix", "num_iterations=80", "--domain", "learning_rate=0.5:1.0")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = table(logdir)
+    assert [r.status for r in rows] == ["pruned", "pruned"], rows
+    for r in rows:
+        assert any(w in r.reason for w in ("dead", "non-finite", "update ratio")), r.reason
+    assert "No trial completed" in out.stdout and not (logdir / "test").exists()
+
+
+def test_a_killed_search_resumes_its_running_trial_from_the_checkpoint(tmp_path):
+    flags = ["--trials", "1", "--seed", "5", "--pruner", "none", "--fix", "num_iterations=150",
+             "--fix", "checkpoint_every=10", "--fix", "require_improvement=10000",
+             "--domain", "learning_rate=1e-3:2e-3"]  # fmt: skip
+    reference = tmp_path / "reference"
+    assert search(reference, *flags).returncode == 0
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, os.path.join(ROOT, "train_mnist.py"), "search", "--logdir",
+           str(killed), *FIX, *flags]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=subprocess_env(), cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    latest = killed / "trial-0000" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(latest.glob("latest-[3-9]0.index")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole search: orchestrator and worker
+    proc.wait()
+    assert list(latest.glob("*.index")), "killed before the first checkpoint"
+    assert [r.status for r in table(killed)] == ["running"]
+    out = search(killed, *flags)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [row] = table(killed)
+    assert row.status == "complete" and row.number == 0
+    logs = "".join(p.read_text() for p in (killed / ".workers").glob("*.log"))
+    assert "Resuming from step" in logs
+    # The resumed trial's validations are those of the uninterrupted one.
+    got = scalars(load_events(str(killed / "trial-0000" / "validation")), "accuracy")
+    want = scalars(load_events(str(reference / "trial-0000" / "validation")), "accuracy")
+    assert got == want
+    assert row.value == pytest.approx(table(reference)[0].value)
+
+
+def test_bad_search_input_is_one_line_and_changes_nothing(tmp_path):
+    logdir = tmp_path / "s"
+    for flags, words in [
+        (["--fix", "nonsense=1"], "--fix nonsense: no such setting"),
+        (["--fix", "batch_size=0"], "--fix batch_size must be a positive integer"),
+        (["--domain", "learning_rate=1:0.1"], "--domain learning_rate: a range must be"),
+        (["--domain", "seed=1:2"], "--domain seed: not a searched setting"),
+        (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot reach the storage"),
+    ]:
+        out = search(logdir, "--trials", "1", *flags, timeout=120)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode != 0 and len(lines) == 1 and words in lines[0], out.stderr[-2000:]
+        assert not logdir.exists()
