@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import FIXTURE, ROOT, event_files, load_events, scalars
-from helpers import subprocess_env
+from helpers import get, subprocess_env, tensorboard_server
 
 optuna = pytest.importorskip("optuna", reason="the search extra (pip install 'tbkit[search]')")
 
@@ -65,8 +65,28 @@ def test_a_search_trains_trials_as_runs_and_tests_the_best_once(tmp_path):
     assert result["trial"] == f"trial-{best.number:04d}" and result["total"] == test_size
     assert f"Accuracy on Test-Set: {result['accuracy']:.1%}" in out.stdout
     assert len(event_files(str(logdir / "test"))) == 1
-    # The HParams experiment at the top: the searched settings with their domains.
-    assert event_files(str(logdir))
+    # A real TensorBoard's HParams tab: the searched settings with their domains, and one
+    # session per trial with its settings, its status and its metrics.
+    with tensorboard_server(str(logdir)) as server:
+        experiment = get(server + "/data/plugin/hparams/experiment", {"experimentName": ""})
+        infos = {h["name"]: h for h in experiment["hparamInfos"]}
+        assert set(infos) == {"learning_rate", "batch_size", "lr_decay", "augment_shift",
+                              "status", "reason", "steps"}  # fmt: skip
+        assert infos["learning_rate"]["domainInterval"] == {"minValue": 1e-3, "maxValue": 3e-3}
+        assert set(infos["batch_size"]["domainDiscrete"]) == {32, 64, 128}
+        groups = get(server + "/data/plugin/hparams/session_groups", {
+            "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS",
+                                                      "STATUS_FAILURE", "STATUS_RUNNING"],
+            "colParams": [], "startIndex": 0, "sliceSize": 10,
+        })["sessionGroups"]  # fmt: skip
+        by_name = {g["name"]: g for g in groups}
+        assert set(by_name) == {f"trial-{r.number:04d}" for r in rows}
+        for r in rows:
+            g = by_name[f"trial-{r.number:04d}"]
+            assert g["hparams"]["status"] == "complete" and g["hparams"]["steps"] == 30
+            assert g["hparams"]["learning_rate"] == pytest.approx(r.params["learning_rate"])
+            best = [m for m in g["metricValues"] if m["name"]["tag"] == "best_accuracy"]
+            assert best and best[0]["value"] == pytest.approx(r.value)
     # The same command again: nothing left to do, nothing run twice, the test not redone.
     again = search(logdir, *flags)
     assert again.returncode == 0, again.stderr[-3000:]

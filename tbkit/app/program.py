@@ -76,6 +76,7 @@ def train(
     hooks=(),
     test: bool = True,
     extra_config: dict | None = None,
+    hparams: bool = True,
 ) -> TrainResult:
     """Runs (or resumes, or re-evaluates) one training run; see the module docstring.
 
@@ -86,6 +87,8 @@ def train(
       test: evaluate the restored best on the test set at the end (False for a
         search's trials: the test set is read once, for the winner).
       extra_config: more entries for `config.json` (e.g. the search and trial).
+      hparams: write the run's own HParams experiment and session (False for a
+        search's trials, whose sessions the search writes under its experiment).
 
     Raises:
       ValueError: a setting is invalid.
@@ -154,7 +157,7 @@ def train(
         projector_layer=config.projector_layer,
         projector_every=config.projector_every,
         strategy=strategy,
-        hparams=settings.hparams(config, seed),
+        hparams=settings.hparams(config, seed) if hparams else None,
         config={
             "flags": dataclasses.asdict(config),
             "seed": seed,

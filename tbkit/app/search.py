@@ -34,6 +34,7 @@ def run_trial(params: dict, run_dir: str, hooks) -> float:
         log=lambda line: print(line, flush=True),
         hooks=hooks,
         test=False,
+        hparams=False,
         extra_config={"search": os.path.abspath(search_dir), "trial": os.path.basename(run_dir)},
     )
     return result.best_accuracy

@@ -14,7 +14,14 @@ import os
 import sys
 
 from tbkit.errors import TbkitError, TrainingError
-from tbkit.search.study import NOTHING_TO_DO, claim, load_spec, open_study, trial_params
+from tbkit.search.study import (
+    NOTHING_TO_DO,
+    claim,
+    load_spec,
+    open_study,
+    trial_params,
+    write_session,
+)
 
 
 def _import(target: str):
@@ -28,6 +35,10 @@ def _share_cores(workers: int) -> None:
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _steps(hook) -> int:
+    return max(hook.reported) if hook.reported else 0
 
 
 def main(argv=None) -> int:
@@ -48,6 +59,7 @@ def main(argv=None) -> int:
     params = trial_params(trial, spec)
     hook = Pruning(trial, reported=reported)
     runner = _import(spec.runner)
+    searched = {k: params[k] for k in spec.space}
     state = optuna.trial.TrialState
     try:
         value = runner(params, run_dir, [hook])
@@ -56,14 +68,17 @@ def main(argv=None) -> int:
         value = None
     except (TbkitError, ValueError) as e:
         trial.set_user_attr("reason", str(e))
+        write_session(run_dir, searched, "failed", str(e), _steps(hook))
         study.tell(trial.number, state=state.FAIL)
         print(f"trial {trial.number}: failed: {e}", flush=True)
         return 1
     if hook.reason is not None:
         trial.set_user_attr("reason", hook.reason)
+        write_session(run_dir, searched, "pruned", hook.reason, _steps(hook))
         study.tell(trial.number, state=state.PRUNED)
         print(f"trial {trial.number}: pruned: {hook.reason}", flush=True)
     else:
+        write_session(run_dir, searched, "complete", "", _steps(hook))
         study.tell(trial.number, value)
         print(f"trial {trial.number}: complete: {value}", flush=True)
     return 0
