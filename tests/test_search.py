@@ -152,3 +152,46 @@ def test_bad_search_input_is_one_line_and_changes_nothing(tmp_path):
         lines = out.stderr.strip().splitlines()
         assert out.returncode != 0 and len(lines) == 1 and words in lines[0], out.stderr[-2000:]
         assert not logdir.exists()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the PostgreSQL server that .ci/run starts (skips without one)."""
+    base = os.environ.get("TBKIT_TEST_POSTGRES")
+    if not base:
+        pytest.skip("no PostgreSQL server (.ci/run starts one and sets TBKIT_TEST_POSTGRES)")
+    psycopg = pytest.importorskip("psycopg", reason="psycopg (the test extra)")
+    name = f"tbkit_{os.getpid()}_{int(time.time() * 1000)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def test_two_machines_share_one_study_on_postgresql(tmp_path, postgres_url):
+    """Two search commands, each with a search directory of its own (two machines), on one
+    study: every trial runs exactly once, on one of them, and the study reaches --trials."""
+    flags = ["--trials", "4", "--seed", "2", "--pruner", "none", "--fix", "num_iterations=20",
+             "--domain", "learning_rate=1e-3:3e-3", "--storage", postgres_url]  # fmt: skip
+    machines = [tmp_path / "a", tmp_path / "b"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "train_mnist.py"), "search", "--logdir",
+             str(m), *FIX, *flags],
+            env=subprocess_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in machines
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    rows = table(machines[0])  # the same study, read through the server
+    numbers = [r.number for r in rows]
+    # Each machine checks the count before it asks: at most one extra trial per other machine.
+    assert 4 <= len(rows) <= 5 and numbers == list(range(len(rows)))
+    assert {r.status for r in rows} == {"complete"}
+    ran = {m.name: {p.name for p in m.glob("trial-*")} for m in machines}
+    assert not ran["a"] & ran["b"], "a trial ran on both machines"
+    assert ran["a"] | ran["b"] == {f"trial-{n:04d}" for n in numbers}
+    for m in machines:
+        for trial in ran[m.name]:
+            assert list((m / trial / "checkpoints" / "best").glob("*.index"))

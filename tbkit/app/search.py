@@ -146,6 +146,10 @@ def main(argv) -> int:
         best = max(done, key=lambda r: r.value)
         name = f"trial-{best.number:04d}"
         print(f"Best: {name}, validation accuracy {best.value:.2%}", flush=True)
+        if not os.path.isdir(os.path.join(spec.directory, name, "checkpoints", "best")):
+            # Several machines on one study: the machine that trained it tests it.
+            print(f"{name} ran on another machine: its search directory evaluates it.")
+            return 0
         params = dict(spec.fixed, **best.params)
         result = test_best(spec.directory, name, params)
         print(

@@ -149,11 +149,17 @@ def load_spec(directory: str) -> SearchSpec:
 def storage_of(spec: SearchSpec):
     optuna = optuna_module()
     if spec.storage:
-        try:
-            return optuna.storages.RDBStorage(spec.storage)
-        except Exception as e:  # noqa: BLE001 - any driver's failure is the same one line
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SearchError(f"cannot reach the storage {spec.storage}: {text}") from None
+        for attempt in range(8):
+            try:
+                return optuna.storages.RDBStorage(spec.storage)
+            except Exception as e:  # noqa: BLE001 - any driver's failure is the same one line
+                text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                # Two machines creating the schema of a new database at once: one wins,
+                # the other finds the tables made and connects on its next try.
+                if ("already exists" in text or "UniqueViolation" in text) and attempt < 7:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise SearchError(f"cannot reach the storage {spec.storage}: {text}") from None
     from optuna.storages.journal import JournalFileBackend
 
     path = os.path.join(spec.directory, JOURNAL_FILE)
@@ -217,10 +223,16 @@ def _finished_states():
     return (s.COMPLETE, s.PRUNED, s.FAIL)
 
 
+def machine_of(directory: str) -> str:
+    """Who may resume a trial: the host and the search directory its run directory is in
+    (several machines share one study, each with a search directory of its own)."""
+    return f"{socket.gethostname()}:{os.path.abspath(directory)}"
+
+
 def stale_trials(study, directory: str) -> list:
-    """RUNNING trials of this host whose run directory no live process holds."""
+    """RUNNING trials of this machine whose run directory no live process holds."""
     optuna = optuna_module()
-    host, out = socket.gethostname(), []
+    host, out = machine_of(directory), []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get("host") != host:
             continue
@@ -257,7 +269,7 @@ def claim(study, spec: SearchSpec):
             )
         trial = study.ask()
         name = _run_name(trial.number)
-        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("host", machine_of(spec.directory))
         trial.set_user_attr("run", name)
         trial.set_user_attr("attempts", 1)
         run = RunDir(spec.directory, name)
