@@ -11,12 +11,7 @@ import argparse
 import dataclasses
 import sys
 
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (the full usage is in --help)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+from tbkit.app.parsing import OneLineParser as _Parser
 
 
 def _argument_type(kind, check):

@@ -87,7 +87,7 @@ def test_best(search_dir: str, trial_name: str, params: dict) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tbkit.app.cli import _Parser
+    from tbkit.app.parsing import OneLineParser as _Parser
     from tbkit.search.study import PRUNERS
 
     p = _Parser(

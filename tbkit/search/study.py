@@ -31,6 +31,7 @@ import time
 from tbkit.errors import TbkitError
 from tbkit.run.rundir import RunDir
 from tbkit.search.domains import Choice, DomainError, IntRange, Uniform
+from tbkit.search.hparams import write_experiment
 
 SPEC_FILE = "search.json"
 JOURNAL_FILE = "study.journal"
@@ -39,7 +40,6 @@ PRUNERS = ("median", "halving", "hyperband", "none")
 #: A trial whose worker died this many times is failed instead of resumed again.
 MAX_ATTEMPTS = 3
 NOTHING_TO_DO = 3  # a worker's exit code when no trial was left to claim
-STATUSES = ("complete", "pruned", "failed")
 
 
 class SearchError(TbkitError):
@@ -387,51 +387,7 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def write_experiment(spec: SearchSpec) -> None:
-    """The HParams experiment at the top of the search directory: each searched setting
-    with its domain, and the metrics every trial logs."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
-
-    if any(n.startswith("events.out.tfevents") for n in os.listdir(spec.directory)):
-        return
-    hparams = [hp.HParam(name, d.hparam_domain()) for name, d in spec.space.items()]
-    # The tab has no status column of its own: the trial's end is an hparam.
-    hparams += [
-        hp.HParam("status", hp.Discrete(list(STATUSES)), display_name="status"),
-        hp.HParam("reason", display_name="pruned or failed because"),
-        hp.HParam("steps", display_name="steps reached"),
-    ]
-    metrics = [
-        hp.Metric(spec.metric, group="validation", display_name=f"validation {spec.metric}"),
-        hp.Metric(f"best_{spec.metric}", group="validation",
-                  display_name=f"best validation {spec.metric}"),
-        hp.Metric("loss", group="validation", display_name="validation loss"),
-    ]  # fmt: skip
-    writer = tf.summary.create_file_writer(spec.directory)
-    with writer.as_default(step=0):
-        hp.hparams_config(hparams=hparams, metrics=metrics)
-    writer.close()
-
-
 def check_domains(space: dict) -> None:
     for name, d in space.items():
         if not isinstance(d, Uniform | IntRange | Choice):
             raise DomainError(f"{name}: not a domain: {d!r}")
-
-
-def write_session(run_dir: str, params: dict, status: str, reason: str = "", steps: int = 0):
-    """The trial's HParams session (its settings, status, reason and steps) at the top of
-    its run directory, written once, when the trial ends (TensorBoard keeps a session's
-    first start info, so it is written when the status is known)."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
-
-    values = {k: v for k, v in params.items() if isinstance(v, bool | int | float | str)}
-    values.update(status=status, reason=reason or "", steps=int(steps))
-    if any(".session" in n for n in os.listdir(run_dir)):
-        return  # a trial's session is written once
-    writer = tf.summary.create_file_writer(run_dir, filename_suffix=".session")
-    with writer.as_default(step=0):
-        hp.hparams(values, trial_id=os.path.basename(run_dir))
-    writer.close()

@@ -14,13 +14,13 @@ import os
 import sys
 
 from tbkit.errors import TbkitError, TrainingError
+from tbkit.search.hparams import write_session
 from tbkit.search.study import (
     NOTHING_TO_DO,
     claim,
     load_spec,
     open_study,
     trial_params,
-    write_session,
 )
 
 
