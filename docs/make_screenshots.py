@@ -13,6 +13,8 @@ headless Chromium with Playwright, and saves one small PNG per view:
   docs/pr_curves.png      the validation PR curve of one digit at the last validation
   docs/projector.png      the Projector: layer_fc1 of the best checkpoint on 1,000
                           validation digits (PCA), their images as sprites, coloured by label
+  docs/hparams.png        the HParams tab's parallel coordinates of a search (--search DIR:
+                          its own TensorBoard, only that picture)
   docs/health.png         the `health` text of --broken-run (e.g. one trained with
                           --learning-rate 1.0), if given
 
@@ -68,6 +70,26 @@ def _projector(page, base: str, run: str, path: str) -> None:
     print(f"wrote {path}")
 
 
+def _hparams(search_dir: str, path: str, chromium: str) -> None:
+    """The HParams tab of a search: every trial a line across its settings and metrics."""
+    from playwright.sync_api import sync_playwright
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with (
+        tensorboard_server(search_dir) as base,
+        sync_playwright() as p,
+        tempfile.TemporaryDirectory() as profile,
+    ):
+        ctx = launch_chromium(p, profile, chromium, viewport={"width": 1400, "height": 900})
+        page = ctx.new_page()
+        page.goto(f"{base}/#hparams", wait_until="networkidle")
+        page.get_by_text("Parallel Coordinates View", exact=False).first.click()
+        page.wait_for_timeout(4000)
+        page.screenshot(path=path, clip={"x": 0, "y": 64, "width": 1400, "height": 760})
+        print(f"wrote {path}")
+        ctx.close()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", default="logs")
@@ -75,7 +97,12 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="docs")
     parser.add_argument("--broken-run", default=None, help="a run whose health text to picture")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--search", default=None,
+                        help="a search directory: take only its HParams picture")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.search:
+        _hparams(args.search, os.path.join(args.out, "hparams.png"), args.chromium)
+        return
 
     from playwright.sync_api import sync_playwright
 

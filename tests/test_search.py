@@ -83,8 +83,19 @@ def test_a_search_trains_trials_as_runs_and_tests_the_best_once(tmp_path):
             g = by_name[f"trial-{r.number:04d}"]
             assert g["hparams"]["status"] == "complete" and g["hparams"]["steps"] == 30
             assert g["hparams"]["learning_rate"] == pytest.approx(r.params["learning_rate"])
-            best = [m for m in g["metricValues"] if m["name"]["tag"] == "best_accuracy"]
-            assert best and best[0]["value"] == pytest.approx(r.value)
+            kept = [m for m in g["metricValues"] if m["name"]["tag"] == "best_accuracy"]
+            assert kept and kept[0]["value"] == pytest.approx(r.value)
+    # The report: trials best first, the best, the test result read once.
+    report = subprocess.run([sys.executable, "-m", "tbkit.report", str(logdir)],
+                            capture_output=True, text=True, timeout=300, env=subprocess_env(),
+                            cwd=ROOT)  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    lines = report.stdout.splitlines()
+    assert lines[0].startswith(f"Search {logdir}: 3 of 3 trials")
+    listed = [ln.split()[0] for ln in lines if ln.strip().startswith("trial-")]
+    assert listed[:3] == [f"trial-{r.number:04d}" for r in sorted(rows, key=lambda r: -r.value)]
+    assert f"Best: trial-{best.number:04d}" in report.stdout
+    assert f"Test set (once, trial-{best.number:04d}): {result['accuracy']:.2%}" in report.stdout
     # The same command again: nothing left to do, nothing run twice, the test not redone.
     again = search(logdir, *flags)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -96,7 +107,7 @@ def test_a_search_trains_trials_as_runs_and_tests_the_best_once(tmp_path):
 def test_trials_with_absurd_learning_rates_are_pruned_with_a_diagnosis(tmp_path):
     logdir = tmp_path / "s"
     out = search(logdir, "--trials", "2", "--seed", "3", "--pruner", "none",
-                 "--fix", "num_iterations=80", "--domain", "learning_rate=0.5:1.0")  # fmt: skip
+                 "--fix", "num_iterations=40", "--domain", "learning_rate=0.5:1.0")  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     rows = table(logdir)
     assert [r.status for r in rows] == ["pruned", "pruned"], rows

@@ -146,4 +146,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except OSError as e:
         return e.errno == errno.EPERM
-    return True
+    # A killed process whose parent died too stays a zombie until init reaps it (in a
+    # container, maybe never): it holds nothing.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")

@@ -43,7 +43,7 @@ class Uniform:
         return Uniform(low, high, self.log)
 
     def hparam_domain(self):
-        from tensorboard.plugins.hparams import api as hp
+        from tensorboard.plugins.hparams import summary_v2 as hp
 
         return hp.RealInterval(float(self.low), float(self.high))
 
@@ -78,7 +78,7 @@ class IntRange:
         return IntRange(low, high)
 
     def hparam_domain(self):
-        from tensorboard.plugins.hparams import api as hp
+        from tensorboard.plugins.hparams import summary_v2 as hp
 
         return hp.IntInterval(self.low, self.high)
 
@@ -113,7 +113,7 @@ class Choice:
         return Choice(values)
 
     def hparam_domain(self):
-        from tensorboard.plugins.hparams import api as hp
+        from tensorboard.plugins.hparams import summary_v2 as hp
 
         return hp.Discrete(list(self.values))
 

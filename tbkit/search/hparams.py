@@ -25,8 +25,8 @@ STATUSES = ("complete", "pruned", "failed")
 def write_experiment(spec) -> None:
     """The HParams experiment at the top of the search directory: each searched setting
     with its domain, and the metrics every trial logs."""
-    from tensorboard.plugins.hparams import api as hp
     from tensorboard.plugins.hparams import summary_v2
+    from tensorboard.plugins.hparams import summary_v2 as hp
 
     if any(n.startswith("events.out.tfevents") for n in os.listdir(spec.directory)):
         return

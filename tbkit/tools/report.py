@@ -224,6 +224,17 @@ def main(argv=None) -> int:
     if not os.path.isdir(args.logdir):
         print(f"tbkit.report: error: {args.logdir} is not a directory", file=sys.stderr)
         return 1
+    from tbkit.tools.search_report import format_search, is_search
+
+    if is_search(args.logdir):
+        from tbkit.errors import TbkitError
+
+        try:
+            print(format_search(args.logdir))
+        except TbkitError as e:
+            print(f"tbkit.report: error: {e}", file=sys.stderr)
+            return 1
+        print()
     runs = find_runs(args.logdir)
     if not runs:
         print(f"tbkit.report: no runs under {args.logdir}", file=sys.stderr)
