@@ -323,10 +323,10 @@ def test_fit_on_a_finished_run_writes_nothing_new(tmp_path, digits):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
     make = lambda: tbkit.Trainer(small_cnn(), keras.optimizers.Adam(1e-3), SCCE,  # noqa: E731
                                  tmp_path / "run", eval_every=2, **QUIET)  # fmt: skip
-    make().fit(ds, ds, steps=4)
+    first = make().fit(ds, ds, steps=4)
     before = sorted(p.name for p in (tmp_path / "run" / "train").iterdir())
     again = make().fit(ds, ds, steps=4)  # already there: trains nothing
-    assert (again.steps, again.resumed_from, again.best_step) == (4, None, again.best_step)
+    assert (again.steps, again.resumed_from, again.best_step) == (4, None, first.best_step)
     assert sorted(p.name for p in (tmp_path / "run" / "train").iterdir()) == before
 
 
@@ -361,3 +361,37 @@ def test_fewer_class_names_for_a_subclassed_model_fail_before_training(tmp_path,
         model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
     for b, v in zip(before, model.trainable_variables, strict=True):
         np.testing.assert_array_equal(b, v.numpy())
+
+
+def test_class_metrics_switch_at_the_trainer_door(tmp_path, digits):
+    x, y = digits
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    tags = {}
+    for name, on in (("on", True), ("off", False)):
+        trainer = tbkit.Trainer(small_cnn(), keras.optimizers.Adam(), SCCE, tmp_path / name,
+                                eval_every=2, class_metrics=on, **QUIET)  # fmt: skip
+        trainer.fit(ds, ds, steps=2)
+        tags[name] = set(load_events(str(tmp_path / name / "validation")).Tags()["tensors"])
+    assert {"per_class/precision/3", "pr_curves/3"} <= tags["on"]
+    assert not any(t.startswith(("per_class/", "pr_curves/")) for t in tags["off"])
+    assert "accuracy" in tags["off"]
+
+
+def test_the_callback_writes_config_and_hparams(tmp_path, digits):
+    import json
+
+    x, y = digits
+    runs = {}
+    for name, kw in (("with", {"config": {"note": "mine"}, "hparams": {"units": 16}}),
+                     ("without", {})):  # fmt: skip
+        model = small_cnn()
+        model.compile(keras.optimizers.Adam(), SCCE, metrics=["accuracy"])
+        cb = tbk.TensorBoardRun(str(tmp_path / name), log=lambda _: None, **kw)
+        model.fit(x, y, batch_size=64, epochs=1, validation_data=(x, y), verbose=0,
+                  callbacks=[cb])  # fmt: skip
+        runs[name] = tmp_path / name
+    assert json.loads((runs["with"] / "config.json").read_text()) == {"note": "mine"}
+    top = load_events(str(runs["with"]))
+    assert "_hparams_/session_start_info" in top.Tags()["tensors"]
+    assert not (runs["without"] / "config.json").exists()
+    assert not list(runs["without"].glob("events.out.tfevents.*"))

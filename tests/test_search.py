@@ -129,3 +129,22 @@ def test_bad_search_input_is_one_line_and_changes_nothing(tmp_path):
         lines = out.stderr.strip().splitlines()
         assert out.returncode != 0 and len(lines) == 1 and words in lines[0], out.stderr[-2000:]
         assert not logdir.exists()
+
+
+def test_a_directory_of_another_search_is_refused_unchanged(tmp_path):
+    from tbkit.errors import TbkitError
+    from tbkit.search.domains import Uniform
+    from tbkit.search.study import SearchSpec, prepare
+
+    d = str(tmp_path / "s")
+    space = {"learning_rate": Uniform(1e-3, 1e-2, log=True)}
+    prepare(SearchSpec(directory=d, runner="m:f", space=space))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir() if p.is_file()}
+    other = {"learning_rate": Uniform(1e-4, 1e-2, log=True)}
+    for spec in (SearchSpec(directory=d, runner="m:f", space=other),
+                 SearchSpec(directory=d, runner="m:f", space=space, direction="minimize")):  # fmt: skip
+        with pytest.raises(TbkitError, match="holds a search with another") as err:
+            prepare(spec)
+        assert "\n" not in str(err.value)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir() if p.is_file()}
+    assert after == before

@@ -30,7 +30,7 @@ import time
 
 from tbkit.errors import TbkitError
 from tbkit.run.rundir import RunDir
-from tbkit.search.domains import Choice, DomainError, IntRange, Uniform
+from tbkit.search.domains import Choice, IntRange, Uniform
 from tbkit.search.hparams import write_experiment
 
 SPEC_FILE = "search.json"
@@ -189,17 +189,20 @@ def open_study(spec: SearchSpec, storage=None):
     stored = study.user_attrs.get("identity")
     if stored is None:
         study.set_user_attr("identity", spec.identity())
-    elif stored != json.loads(json.dumps(spec.identity())):
-        differs = [
-            k
-            for k in spec.identity()
-            if stored.get(k) != json.loads(json.dumps(spec.identity()[k]))
-        ]
+    else:
+        _refuse_another(spec, stored)
+    return study
+
+
+def _refuse_another(spec: SearchSpec, stored: dict) -> None:
+    """Raises `SearchError` when a stored search identity is not `spec`'s."""
+    mine = json.loads(json.dumps(spec.identity()))  # as stored: tuples become lists
+    differs = [k for k, v in mine.items() if stored.get(k) != v]
+    if differs:
         raise SearchError(
             f"{spec.directory} holds a search with another {', '.join(differs)}; "
             "use another --logdir (or the same settings) to continue it"
         )
-    return study
 
 
 @contextlib.contextmanager
@@ -215,12 +218,6 @@ def _claim_lock(directory: str):
 
 def _run_name(number: int) -> str:
     return f"trial-{number:04d}"
-
-
-def _finished_states():
-    optuna = optuna_module()
-    s = optuna.trial.TrialState
-    return (s.COMPLETE, s.PRUNED, s.FAIL)
 
 
 def machine_of(directory: str) -> str:
@@ -317,13 +314,7 @@ def prepare(spec: SearchSpec):
     optuna_module()
     path = os.path.join(spec.directory, SPEC_FILE)
     if os.path.exists(path):
-        stored = load_spec(spec.directory)
-        if stored.identity() != spec.identity():
-            differs = [k for k, v in spec.identity().items() if stored.identity()[k] != v]
-            raise SearchError(
-                f"{spec.directory} holds a search with another {', '.join(differs)}; "
-                "use another --logdir (or the same settings) to continue it"
-            )
+        _refuse_another(spec, json.loads(json.dumps(load_spec(spec.directory).identity())))
     storage = storage_of(spec) if spec.storage else None  # an unreachable server: nothing written
     try:
         os.makedirs(spec.directory, exist_ok=True)
@@ -385,9 +376,3 @@ def _row_line(row: TrialRow, metric: str) -> str:
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def check_domains(space: dict) -> None:
-    for name, d in space.items():
-        if not isinstance(d, Uniform | IntRange | Choice):
-            raise DomainError(f"{name}: not a domain: {d!r}")
