@@ -39,12 +39,17 @@ def table(logdir):
 def test_a_search_trains_trials_as_runs_and_tests_the_best_once(tmp_path):
     logdir = tmp_path / "s"
     flags = ["--trials", "3", "--workers", "2", "--seed", "1", "--pruner", "none",
-             "--fix", "num_iterations=30", "--domain", "learning_rate=1e-3:3e-3"]  # fmt: skip
+             "--fix", "num_iterations=30", "--domain", "learning_rate=1e-3:3e-3",
+             "--baseline"]  # fmt: skip
     out = search(logdir, *flags)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = table(logdir)
     assert [r.number for r in rows] == [0, 1, 2] and {r.status for r in rows} == {"complete"}
     assert all(1e-3 <= r.params["learning_rate"] <= 3e-3 for r in rows)
+    # --baseline: trial 0 trains today's defaults, the others are sampled.
+    assert rows[0].params == {"learning_rate": 2e-3, "batch_size": 64, "lr_decay": 0.5,
+                              "augment_shift": 2}  # fmt: skip
+    assert rows[1].params != rows[0].params
     for r in rows:
         run = logdir / f"trial-{r.number:04d}"
         val = scalars(load_events(str(run / "validation")), "accuracy")

@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an Optuna RDB URL (e.g. postgresql://...) for several machines "
                    "(default: a journal file in the search directory)")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, help="seeds the sampler and each trial")
+    p.add_argument("--baseline", action="store_true",
+                   help="trial 0 trains today's defaults of the searched settings, so the "
+                   "table says whether the search beats them")  # fmt: skip
     return p
 
 
@@ -123,10 +126,15 @@ def spec_from_args(args) -> object:
             raise ValueError(f"--domain takes NAME=LOW:HIGH or NAME=A,B. Received: {item!r}")
         narrowed[name.strip().replace("-", "_")] = text
     space = settings.search_space(narrowed, fixed)
+    first = ()
+    if args.baseline:
+        defaults = {f.name: f.default for f in dataclasses.fields(settings.TrainConfig)}
+        first = ({n: defaults[n] for n, d in space.items() if d.contains(defaults[n])},)
     return SearchSpec(
         directory=os.path.abspath(args.logdir), runner="tbkit.app.search:run_trial",
         space=space, fixed=fixed, metric="accuracy", direction="maximize", trials=args.trials,
         workers=args.workers, pruner=args.pruner, storage=args.storage, seed=args.seed,
+        first=first,
     )  # fmt: skip
 
 

@@ -41,8 +41,9 @@ def write_experiment(spec) -> None:
         hp.Metric(spec.metric, group="validation", display_name=f"validation {spec.metric}"),
         hp.Metric(f"best_{spec.metric}", group="validation",
                   display_name=f"best validation {spec.metric}"),
-        hp.Metric("loss", group="validation", display_name="validation loss"),
     ]  # fmt: skip
+    if spec.metric != "loss":
+        metrics.append(hp.Metric("loss", group="validation", display_name="validation loss"))
     _write(spec.directory, summary_v2.hparams_config_pb(hparams=hparams, metrics=metrics))
 
 

@@ -76,6 +76,10 @@ class SearchSpec:
       seed: seeds the sampler (trial `n` is sampled with `seed + n`) and each trial.
       tester: `"module:function"` evaluating the best trial on the test set once:
         `fn(params, run_dir, out_dir)` returning `(accuracy, correct, total)`; None: no test.
+      options: keyword arguments the runner gets after `(params, run_dir, hooks)`
+        (e.g. the library door's `build` function by name).
+      first: settings (`{name: value}` of the searched ones) the study tries before it
+        samples, in order (e.g. today's defaults, to see whether the search beats them).
     """
 
     directory: str
@@ -90,6 +94,8 @@ class SearchSpec:
     storage: str | None = None
     seed: int | None = None
     tester: str | None = None
+    options: dict = dataclasses.field(default_factory=dict)
+    first: tuple = ()
 
     def check(self) -> None:
         for name in ("trials", "workers"):
@@ -106,15 +112,21 @@ class SearchSpec:
             )
         if not self.space:
             raise ValueError("the search space is empty: every searched setting is fixed")
+        for params in self.first:
+            for name, value in params.items():
+                if name not in self.space or not self.space[name].contains(value):
+                    raise ValueError(f"a first trial's {name}={value!r} is not in the search space")
 
     def identity(self) -> dict:
         """What must be the same for a search directory to be continued."""
         return {"space": space_to_json(self.space), "metric": self.metric,
-                "direction": self.direction, "fixed": self.fixed}  # fmt: skip
+                "direction": self.direction, "fixed": self.fixed, "runner": self.runner,
+                "options": self.options}  # fmt: skip
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["space"] = space_to_json(self.space)
+        d["first"] = [dict(p) for p in self.first]
         return d
 
 
@@ -143,6 +155,7 @@ def load_spec(directory: str) -> SearchSpec:
     with open(os.path.join(directory, SPEC_FILE)) as f:
         d = json.load(f)
     d["space"] = space_from_json(d["space"])
+    d["first"] = tuple(d.get("first", ()))
     return SearchSpec(**d)
 
 
@@ -189,6 +202,8 @@ def open_study(spec: SearchSpec, storage=None):
     stored = study.user_attrs.get("identity")
     if stored is None:
         study.set_user_attr("identity", spec.identity())
+        for params in spec.first:  # a new study: these settings before any sampled
+            study.enqueue_trial(params, skip_if_exists=True)
     else:
         _refuse_another(spec, stored)
     return study
@@ -352,6 +367,7 @@ def run_search(spec: SearchSpec, log=print, poll: float = 0.5) -> list[TrialRow]
             if claimable and len(procs) < spec.workers:
                 name = os.path.join(logs, f"worker-{len(os.listdir(logs)):04d}.log")
                 with open(name, "w") as out:  # the child keeps its own copy of the file
+                    env["TBKIT_SPAWNED_AT"] = repr(time.time())
                     procs.append(subprocess.Popen(_worker_command(spec.directory), stdout=out,
                                                   stderr=subprocess.STDOUT, env=env))  # fmt: skip
                 time.sleep(poll)  # let it claim before counting again

@@ -10,8 +10,10 @@ the pruner's, or a diagnosis of the run's health), or failed (with the error).
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
+import time
 
 from tbkit.errors import TbkitError, TrainingError
 from tbkit.search.hparams import write_session
@@ -41,7 +43,20 @@ def _steps(hook) -> int:
     return max(hook.reported) if hook.reported else 0
 
 
+#: The line a worker ends its log with: where its process's time went (`bench/search.py`).
+SECONDS_LINE = "tbkit-worker-seconds"
+
+
+def _seconds(trial, spawned: float, started: float, trained: float) -> None:
+    """Prints the process's split: start-up (spawn, imports, claim) and training."""
+    now = time.time()
+    split = {"trial": trial.number, "startup": started - spawned, "train": trained - started,
+             "end": now - trained, "total": now - spawned}  # fmt: skip
+    print(SECONDS_LINE, json.dumps(split), flush=True)
+
+
 def main(argv=None) -> int:
+    spawned = float(os.environ.get("TBKIT_SPAWNED_AT", time.time()))
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m tbkit.search.worker SEARCH_DIR", file=sys.stderr)
@@ -61,8 +76,9 @@ def main(argv=None) -> int:
     runner = _import(spec.runner)
     searched = {k: params[k] for k in spec.space}
     state = optuna.trial.TrialState
+    started = time.time()
     try:
-        value = runner(params, run_dir, [hook])
+        value = runner(params, run_dir, [hook], **spec.options)
     except TrainingError as e:  # diverged: pruned at once, with the finding
         hook.reason = hook.reason or f"non-finite values: {e}"
         value = None
@@ -71,7 +87,9 @@ def main(argv=None) -> int:
         write_session(run_dir, searched, "failed", str(e), _steps(hook))
         study.tell(trial.number, state=state.FAIL)
         print(f"trial {trial.number}: failed: {e}", flush=True)
+        _seconds(trial, spawned, started, time.time())
         return 1
+    trained = time.time()
     if hook.reason is not None:
         trial.set_user_attr("reason", hook.reason)
         write_session(run_dir, searched, "pruned", hook.reason, _steps(hook))
@@ -81,6 +99,7 @@ def main(argv=None) -> int:
         write_session(run_dir, searched, "complete", "", _steps(hook))
         study.tell(trial.number, value)
         print(f"trial {trial.number}: complete: {value}", flush=True)
+    _seconds(trial, spawned, started, trained)
     return 0
 
 
