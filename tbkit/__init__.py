@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     )
     from tbkit.hooks import Hook
     from tbkit.keras.summaries import LayerSummaries
+    from tbkit.loop.export import ExportError, export_saved_model
     from tbkit.loop.trainer import Evaluation, FitResult, Trainer, Validation
     from tbkit.model import layers
     from tbkit.model.model import Model, summarize_layers
@@ -95,6 +96,8 @@ _EXPORTS = {
     "Evaluation": "tbkit.loop.trainer",
     "FitResult": "tbkit.loop.trainer",
     "Trainer": "tbkit.loop.trainer",
+    "export_saved_model": "tbkit.loop.export",
+    "ExportError": "tbkit.loop.export",
     "Validation": "tbkit.loop.trainer",
     "RunWriters": "tbkit.run.writers",
     "null_writers": "tbkit.run.writers",
@@ -181,6 +184,7 @@ __all__ = [
     "DataError",
     "EarlyStopping",
     "Evaluation",
+    "ExportError",
     "FitResult",
     "Hook",
     "LayerRecorder",
@@ -198,6 +202,7 @@ __all__ = [
     "confusion_matrix_summary",
     "confusion_matrix_text",
     "datasets",
+    "export_saved_model",
     "example_errors_image",
     "example_errors_summary",
     "figure_summary",

@@ -74,13 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Parses `argv` (default `sys.argv[1:]`), trains, returns the exit code.
 
-    `train_mnist.py search ...` runs a hyperparameter search instead (`tbkit.app.search`).
+    `train_mnist.py search ...` runs a hyperparameter search instead (`tbkit.app.search`),
+    `predict RUN FILE...` predicts people's digit images (`tbkit.app.predict`) and
+    `export RUN OUT_DIR` writes a run's best model for serving (`tbkit.app.export`).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["search"]:
         from tbkit.app import search
 
         return search.main(argv[1:])
+    if argv[:1] in (["predict"], ["export"]):
+        from tbkit.app import export, predict
+
+        return {"predict": predict, "export": export}[argv[0]].main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = args.__dict__.pop("verbose")

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tbkit.app import settings
-from tbkit.app.cnn import MnistCNN
+from tbkit.app.models import make_model
 from tbkit.app.settings import TrainConfig
 from tbkit.datasets import eval_dataset, mnist, train_dataset
 from tbkit.errors import TbkitError
@@ -124,8 +124,7 @@ def train(
     _set_determinism(config.deterministic)
 
     with strategy.scope():
-        model = MnistCNN(logging=config.histograms)
-        model(tf.zeros((1, 28, 28, 1)))
+        model = make_model(config.model, logging=config.histograms)
         # The rate decays smoothly by `lr_decay` every 1000 iterations; the schedule
         # reads the optimizer's own step counter, which the checkpoints restore.
         rate = config.learning_rate

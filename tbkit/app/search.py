@@ -45,7 +45,7 @@ def test_best(search_dir: str, trial_name: str, params: dict) -> dict:
     writes `SEARCH/test/` (accuracy, confusion matrix) and `SEARCH/test_result.json`."""
     import tensorflow as tf
 
-    from tbkit.app.cnn import MnistCNN
+    from tbkit.app.restore import load_best
     from tbkit.datasets import eval_dataset, mnist
     from tbkit.loop.evaluation import write_test_run
     from tbkit.summary import images as tbi
@@ -56,10 +56,8 @@ def test_best(search_dir: str, trial_name: str, params: dict) -> dict:
             return json.load(f)
     config = settings.TrainConfig(**{k: v for k, v in params.items() if k != "seed"})
     data = mnist.load(config.data_dir, config.validation_size, log=lambda _: None)
-    model = MnistCNN()
-    model(tf.zeros((1, 28, 28, 1)))
-    best = tf.train.latest_checkpoint(os.path.join(search_dir, trial_name, "checkpoints", "best"))
-    tf.train.Checkpoint(model=model).restore(best).expect_partial()
+    restored = load_best(os.path.join(search_dir, trial_name))
+    model, best = restored.model, restored.checkpoint
     import numpy as np
 
     scores, labels = [], []

@@ -18,6 +18,8 @@ from tbkit.search.domains import Choice, DomainError, IntRange, Uniform
 from tbkit.summary.profiling import valid_steps_text
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
+#: The networks of `--model` (`tbkit.app.models.MODELS`, kept here without importing Keras).
+MODEL_NAMES = ("cnn", "lenet", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,7 @@ def setting(
     trajectory: bool = False,
     flag: str | None = None,
     domain=None,
+    searched: bool = True,
 ):
     """Declares one setting.
 
@@ -74,11 +77,13 @@ def setting(
         (booleans that default to True are `--no-<name>`).
       domain: the values a hyperparameter search draws from (`tbkit.search.domains`),
         None for a setting that is not searched.
+      searched: False for a setting with a domain that a search leaves at its value
+        unless `--domain NAME=...` names it (e.g. the network).
     """
     if choices is not None:
         check = Check(lambda v: v in choices, "one of " + ", ".join(map(str, choices)))
     meta = dict(help=help, check=check, choices=choices, hparam=hparam, trajectory=trajectory,
-                flag=flag, domain=domain)  # fmt: skip
+                flag=flag, domain=domain, searched=searched)  # fmt: skip
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -92,6 +97,13 @@ class TrainConfig:
         "run directory under --logdir (default: a timestamp); an existing run is resumed",
         check=NAME,
     )
+    model: str = setting(
+        "cnn",
+        "the network: cnn (the tutorial's CNN), lenet (LeNet-5 on 32x32-padded inputs) or mlp "
+        "(two hidden layers of 128 and 32, as in TensorFlow's mechanics 101)",
+        choices=MODEL_NAMES, hparam=True, trajectory=True, domain=Choice(MODEL_NAMES),
+        searched=False,
+    )  # fmt: skip
     num_iterations: int = setting(10_000, "maximum training iterations", check=POSITIVE_INT)
     batch_size: int = setting(
         64, "training batch size", check=POSITIVE_INT, hparam=True, trajectory=True,
@@ -181,9 +193,9 @@ class TrainConfig:
     )
     projector_layer: str | None = setting(
         None,
-        "the layer whose output the Projector shows (default: layer_fc1, the input of the "
-        "output layer)",
-        choices=("layer_conv1", "layer_conv2", "layer_fc1", "layer_fc2"),
+        "the layer whose output the Projector shows, by name (default: the input of the "
+        "output layer; cnn: layer_conv1, layer_conv2, layer_fc1, layer_fc2)",
+        check=NAME,
     )
     projector_every: int | None = setting(
         None,
@@ -253,7 +265,8 @@ def search_space(narrowed: dict[str, str] | None = None, fixed: dict | None = No
         or values outside what the setting accepts (one line each).
     """
     declared = {f.name: f for f in fields() if f.metadata["domain"] is not None}
-    space = {name: f.metadata["domain"] for name, f in declared.items()}
+    space = {name: f.metadata["domain"] for name, f in declared.items()
+             if f.metadata["searched"] or name in (narrowed or {})}  # fmt: skip
     for name, text in (narrowed or {}).items():
         if name not in declared:
             raise ValueError(

@@ -273,6 +273,7 @@ class Trainer:
         """
         check_positive("steps", steps)
         spec_source = train_data(0) if callable(train_data) else train_data
+        self._element_spec = spec_source.element_spec
         if self.class_names is not None and model_classes(self.model) is None:
             # A subclassed model says its classes only when traced on its inputs.
             spec = spec_source.element_spec
@@ -540,6 +541,41 @@ class Trainer:
         return class_count(model_classes(self.model), self.class_names, labels, pred)
 
     # --- evaluation ---------------------------------------------------------------------
+
+    def export(self, path, signature=None, *, outputs: str = "auto", preprocess=None) -> str:
+        """Writes the run's best checkpoint as a SavedModel for serving (no tbkit needed to
+        load it): `serving_default` takes `signature` (default: the training data's inputs
+        with any batch size) and returns `probabilities` and `classes` for a classifier
+        (`outputs="auto"`: the loss's `from_logits` says whether the model outputs logits),
+        else `outputs`. Written through a temporary directory renamed into place.
+
+        Raises:
+          ExportError: `path` exists and is not empty, is not writable, or no signature.
+          CheckpointError: the run has no best checkpoint.
+        """
+        from tbkit.loop import export as tbe
+
+        if signature is None:
+            spec = getattr(self, "_element_spec", None)
+            if spec is None:
+                raise tbe.ExportError(
+                    "pass signature=tf.TensorSpec(...): this Trainer has not seen its data"
+                )
+            signature = tbe.signature_of(spec)
+        if outputs == "auto":
+            if self._classifier is False:
+                outputs = "raw"
+            else:
+                outputs = "logits" if getattr(self.loss, "from_logits", False) else "probabilities"
+        tbe.check_target(path)
+        spec = getattr(self, "_element_spec", None)
+        monitor = self._resolve_monitor(spec) if spec is not None else self.monitor
+        state = self._run_state("min" if monitor == "loss" else "max")
+        with self.strategy.scope(), state:
+            state.restore_best()
+            return tbe.export_saved_model(
+                self.model, path, signature, preprocess=preprocess, outputs=outputs
+            )
 
     def evaluate(self, test_data) -> Evaluation:
         """Restores the best checkpoint and evaluates it on `test_data`.
