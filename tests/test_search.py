@@ -50,6 +50,7 @@ def test_a_search_trains_trials_as_runs_and_tests_the_best_once(tmp_path):
     assert rows[0].params == {"learning_rate": 2e-3, "batch_size": 64, "lr_decay": 0.5,
                               "augment_shift": 2}  # fmt: skip
     assert rows[1].params != rows[0].params
+    assert all(f"Trial {r.number:>3}: complete" in out.stdout for r in rows)  # each ended trial
     for r in rows:
         run = logdir / f"trial-{r.number:04d}"
         val = scalars(load_events(str(run / "validation")), "accuracy")

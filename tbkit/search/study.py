@@ -353,13 +353,14 @@ def run_search(spec: SearchSpec, log=print, poll: float = 0.5) -> list[TrialRow]
     logs = os.path.join(spec.directory, ".workers")
     os.makedirs(logs, exist_ok=True)
     procs: list[subprocess.Popen] = []
-    seen: set[int] = {r.number for r in trial_table(study) if r.status != "running"}
+    ended = ("complete", "pruned", "fail")
+    seen: set[int] = {r.number for r in trial_table(study) if r.status in ended}
     env = dict(os.environ, TBKIT_SEARCH_WORKERS=str(spec.workers))
     try:
         while True:
             procs = [p for p in procs if p.poll() is None]
             for row in trial_table(study):
-                if row.status != "running" and row.number not in seen:
+                if row.status in ended and row.number not in seen:
                     seen.add(row.number)
                     log(_row_line(row, spec.metric))
             started = len(study.get_trials(deepcopy=False))
