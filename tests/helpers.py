@@ -144,3 +144,30 @@ def launch_chromium(playwright, profile_dir: str, executable: str = "/usr/bin/ch
         str(profile_dir), executable_path=executable, headless=True,
         args=list(CHROMIUM_FLAGS), **kwargs,
     )  # fmt: skip
+
+
+def person_made(image, rng) -> tuple[bytes, str]:
+    """A picture of an MNIST digit the way a person makes one: dark ink on light paper, larger,
+    off-centre on a bigger page, as a JPEG (or a PNG with a transparent background)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    k = int(rng.integers(3, 9))
+    big = Image.fromarray(255 - image).resize((28 * k, 28 * k), Image.Resampling.BICUBIC)
+    page = Image.new("L", (28 * k + int(rng.integers(10, 150)), 28 * k + int(rng.integers(10, 150))),
+                     int(rng.integers(200, 256)))  # fmt: skip
+    page.paste(big, (int(rng.integers(0, page.size[0] - 28 * k)),
+                     int(rng.integers(0, page.size[1] - 28 * k))))  # fmt: skip
+    buf = io.BytesIO()
+    if rng.random() < 0.2:  # ink on a transparent background
+        ink = np.asarray(page, np.float32)
+        rgba = np.zeros((*ink.shape, 4), np.uint8)
+        rgba[..., 3] = np.clip((ink.max() - ink) * 1.2, 0, 255).astype(np.uint8)
+        Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+        return buf.getvalue(), "png"
+    tint = np.array([1.0, 0.95, 0.85]) if rng.random() < 0.5 else np.ones(3)
+    rgb = (np.asarray(page, np.float32)[..., None] * tint).clip(0, 255).astype(np.uint8)
+    Image.fromarray(rgb, "RGB").save(buf, "JPEG", quality=int(rng.integers(60, 95)))
+    return buf.getvalue(), "jpg"

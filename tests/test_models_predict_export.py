@@ -9,7 +9,6 @@ probabilities; bad input is one line, a non-zero exit, and nothing half-written.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE, ROOT, decode_image_events, load_events, scalars
-from helpers import subprocess_env
+from helpers import person_made, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -92,30 +91,6 @@ def test_the_network_is_a_searchable_setting():
     assert space["model"].values == ("cnn", "mlp")
     with pytest.raises(ValueError, match="--domain model: 'vgg' is not one of cnn, lenet, mlp"):
         settings.search_space({"model": "cnn,vgg"})
-
-
-def person_made(image: np.ndarray, rng) -> tuple[bytes, str]:
-    """A picture of an MNIST digit the way a person makes one: dark ink on light paper, larger,
-    off-centre on a bigger page, as a JPEG (or a PNG with a transparent background)."""
-    from PIL import Image
-
-    k = int(rng.integers(3, 9))
-    big = Image.fromarray(255 - image).resize((28 * k, 28 * k), Image.Resampling.BICUBIC)
-    page = Image.new("L", (28 * k + int(rng.integers(10, 150)), 28 * k + int(rng.integers(10, 150))),
-                     int(rng.integers(200, 256)))  # fmt: skip
-    page.paste(big, (int(rng.integers(0, page.size[0] - 28 * k)),
-                     int(rng.integers(0, page.size[1] - 28 * k))))  # fmt: skip
-    buf = io.BytesIO()
-    if rng.random() < 0.2:  # ink on a transparent background
-        ink = np.asarray(page, np.float32)
-        rgba = np.zeros((*ink.shape, 4), np.uint8)
-        rgba[..., 3] = np.clip((ink.max() - ink) * 1.2, 0, 255).astype(np.uint8)
-        Image.fromarray(rgba, "RGBA").save(buf, "PNG")
-        return buf.getvalue(), "png"
-    tint = np.array([1.0, 0.95, 0.85]) if rng.random() < 0.5 else np.ones(3)
-    rgb = (np.asarray(page, np.float32)[..., None] * tint).clip(0, 255).astype(np.uint8)
-    Image.fromarray(rgb, "RGB").save(buf, "JPEG", quality=int(rng.integers(60, 95)))
-    return buf.getvalue(), "jpg"
 
 
 def test_predict_agrees_with_the_model_on_people_made_pictures(runs, tmp_path):
