@@ -164,73 +164,80 @@ def test_a_run_without_best_or_of_another_network_is_one_line(runs, tmp_path):
     from PIL import Image
 
     Image.fromarray(255 - fixture_test_images()[0]).save(img)
-    for run, words in [(empty, "no best checkpoint"), (liar, "different architecture"),
-                       (tmp_path / "nowhere", "not a tbkit run directory")]:  # fmt: skip
-        for args in (("predict", run, img), ("export", run, tmp_path / "out")):
-            r = cli(*args)
-            lines = r.stderr.strip().splitlines()
-            assert r.returncode == 1 and len(lines) == 1 and words in lines[0], r.stderr
-            assert r.stdout == "" and not (tmp_path / "out").exists()
+    cases = [(("predict", empty, img), "no best checkpoint"),
+             (("export", liar, tmp_path / "out"), "different architecture"),
+             (("predict", tmp_path / "nowhere", img), "not a tbkit run directory")]  # fmt: skip
+    for args, words in cases:
+        r = cli(*args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1 and words in lines[0], r.stderr
+        assert r.stdout == "" and not (tmp_path / "out").exists()
 
 
 FRESH = textwrap.dedent(
     """
     import json, sys
     import numpy as np, tensorflow as tf, keras
-    loaded = tf.saved_model.load(sys.argv[1])
-    images = np.load(sys.argv[2])
+    images = np.load(sys.argv[1])
     out = {}
-    for name in ("serving_default", "serving_channels"):
-        sig = loaded.signatures[name]
-        spec = sig.structured_input_signature[1]["images"]
-        x = images if name == "serving_default" else images[..., None]
-        res = sig(images=tf.constant(x))
-        out[name] = {"shape": spec.shape.as_list(), "dtype": spec.dtype.name,
-                     "outputs": sorted(sig.structured_outputs),
-                     "probabilities": res["probabilities"].numpy().tolist(),
-                     "classes": res["classes"].numpy().tolist()}
-    out["keras"] = keras.saving.load_model(sys.argv[1] + "/model.keras").predict(
-        images, verbose=0).tolist()
+    for path in sys.argv[2:]:
+        loaded = tf.saved_model.load(path)
+        one = out[path] = {}
+        for name in ("serving_default", "serving_channels"):
+            sig = loaded.signatures[name]
+            spec = sig.structured_input_signature[1]["images"]
+            x = images if name == "serving_default" else images[..., None]
+            res = sig(images=tf.constant(x))
+            one[name] = {"shape": spec.shape.as_list(), "dtype": spec.dtype.name,
+                         "outputs": sorted(sig.structured_outputs),
+                         "probabilities": res["probabilities"].numpy().tolist(),
+                         "classes": res["classes"].numpy().tolist()}
+        one["keras"] = keras.saving.load_model(path + "/model.keras").predict(
+            images, verbose=0).tolist()
     out["tbkit_imported"] = any(m.split(".")[0] == "tbkit" for m in sys.modules)
     print(json.dumps(out))
     """
 )
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_the_export_serves_the_checkpoints_probabilities_without_tbkit(runs, tmp_path, model):
+def test_the_exports_serve_the_checkpoints_probabilities_without_tbkit(runs, tmp_path):
+    from tbkit.app.export import export_run
     from tbkit.app.predict import probabilities
     from tbkit.app.restore import load_best
+    from tbkit.loop.export import ExportError
 
-    out_dir = tmp_path / "served"
-    r = cli("export", runs[model], out_dir)
+    outs = {m: tmp_path / f"served-{m}" for m in MODELS}
+    r = cli("export", runs["lenet"], outs["lenet"])  # the command, once
     assert r.returncode == 0, r.stderr[-3000:]
     assert "uint8 [batch, 28, 28] -> probabilities float32 [batch, 10]" in r.stdout
+    for m in ("cnn", "mlp"):  # the same function the command calls
+        assert export_run(runs[m], outs[m])["model"] == m
     images = fixture_test_images()
     np.save(tmp_path / "test.npy", images)
-    fresh = subprocess.run([sys.executable, "-c", FRESH, str(out_dir), str(tmp_path / "test.npy")],
+    fresh = subprocess.run([sys.executable, "-c", FRESH, str(tmp_path / "test.npy"),
+                            *map(str, outs.values())],
                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
                            env=dict(subprocess_env(), PYTHONPATH=""))  # fmt: skip
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     got = json.loads(fresh.stdout.strip().splitlines()[-1])
     assert got["tbkit_imported"] is False
-    want = probabilities(load_best(runs[model]).model, images)
-    for name, shape in (
-        ("serving_default", [None, 28, 28]),
-        ("serving_channels", [None, 28, 28, 1]),
-    ):
-        sig = got[name]
-        assert sig["shape"] == shape and sig["dtype"] == "uint8"
-        assert sig["outputs"] == ["classes", "probabilities"]
-        np.testing.assert_allclose(sig["probabilities"], want, atol=1e-5)
-        assert sig["classes"] == want.argmax(axis=1).tolist()
-    np.testing.assert_allclose(got["keras"], want, atol=1e-5)
+    for m, out_dir in outs.items():
+        want = probabilities(load_best(runs[m]).model, images)
+        one = got[str(out_dir)]
+        for name, shape in (("serving_default", [None, 28, 28]),
+                            ("serving_channels", [None, 28, 28, 1])):  # fmt: skip
+            sig = one[name]
+            assert sig["shape"] == shape and sig["dtype"] == "uint8"
+            assert sig["outputs"] == ["classes", "probabilities"]
+            np.testing.assert_allclose(sig["probabilities"], want, atol=1e-5)
+            assert sig["classes"] == want.argmax(axis=1).tolist()
+        np.testing.assert_allclose(one["keras"], want, atol=1e-5)
     # A second export into the same directory is refused; the first is untouched.
-    listing = sorted(os.listdir(out_dir))
-    again = cli("export", runs[model], out_dir)
-    assert again.returncode == 1 and "exists and is not empty" in again.stderr
-    assert sorted(os.listdir(out_dir)) == listing
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".served.")]  # no temp left
+    listing = sorted(os.listdir(outs["mlp"]))
+    with pytest.raises(ExportError, match="exists and is not empty"):
+        export_run(runs["mlp"], outs["mlp"])
+    assert sorted(os.listdir(outs["mlp"])) == listing
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".served")]  # no temp left
 
 
 def test_trainer_export_of_any_model(tmp_path):
