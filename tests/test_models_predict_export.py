@@ -40,7 +40,7 @@ def runs(tmp_path_factory):
     for model in MODELS:
         r = cli("--logdir", logdir, "--run-name", model, "--model", model, "--data-dir", FIXTURE,
                 "--validation-size", 100, "--num-iterations", 150, "--eval-every", 50,
-                "--summary-every", 50, "--image-every", 50, "--projector-examples", 0,
+                "--summary-every", 50, "--image-every", 50, "--projector-examples", 40,
                 "--seed", 1)  # fmt: skip
         assert r.returncode == 0, r.stderr[-3000:]
         out[model] = logdir / model
@@ -75,6 +75,9 @@ def test_each_network_runs_through_the_pipeline(runs, model, tags, filters):
     assert list(scalars(val, "accuracy")) == [50, 100, 150]
     assert max(scalars(val, "accuracy").values()) > 0.5  # chance is 0.1
     assert (run / "checkpoints" / "best").is_dir() and (run / "test").is_dir()
+    # The projector embeds the input of the output layer: 84 values for LeNet, 32 for the MLP.
+    embedding = (run / "validation" / "projector_config.pbtxt").read_text()
+    assert f'tensor_shape: {84 if model == "lenet" else 32}' in embedding
     # The network is part of the run's trajectory: a resume with another is refused.
     other = "cnn" if model != "cnn" else "mlp"
     r = cli("--logdir", run.parent, "--run-name", model, "--model", other, "--data-dir", FIXTURE,
