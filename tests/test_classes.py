@@ -113,3 +113,24 @@ def test_trainer_writes_a_pr_curve_per_class_at_each_validation_and_test(tmp_pat
     assert {t for t in test.Tags()["tensors"] if t.startswith("pr_curves/")} == {
         "pr_curves/left", "pr_curves/mid_dle", "pr_curves/right"
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("image_every, steps", [(1, [10, 20, 30, 40, 50]), (20, [10, 30, 50]),
+                                                (500, [10, 50])])  # fmt: skip
+def test_pr_curves_follow_the_image_cadence_and_end_with_the_last_validation(
+    tmp_path, image_every, steps
+):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    trainer = tbkit.Trainer(model, keras.optimizers.SGD(0.1),
+                            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                            tmp_path / "r", eval_every=10, summary_every=10,
+                            image_every=image_every, projector_examples=0, progress=False,
+                            log=lambda _: None)  # fmt: skip
+    train = tf.data.Dataset.from_tensor_slices((x[:150], y[:150])).batch(16).repeat()
+    trainer.fit(train, tf.data.Dataset.from_tensor_slices((x[150:], y[150:])).batch(50), steps=50)
+    acc = load_events(str(tmp_path / "r" / "validation"))
+    assert sorted(_pr_events(acc, "pr_curves/1")) == steps
+    assert list(scalars(acc, "per_class/accuracy/1")) == [10, 20, 30, 40, 50]  # every validation

@@ -77,7 +77,7 @@ def test_each_network_runs_through_the_pipeline(runs, model, tags, filters):
     assert (run / "checkpoints" / "best").is_dir() and (run / "test").is_dir()
     # The projector embeds the input of the output layer: 84 values for LeNet, 32 for the MLP.
     embedding = (run / "validation" / "projector_config.pbtxt").read_text()
-    assert f'tensor_shape: {84 if model == "lenet" else 32}' in embedding
+    assert f"tensor_shape: {84 if model == 'lenet' else 32}" in embedding
     # The network is part of the run's trajectory: a resume with another is refused.
     other = "cnn" if model != "cnn" else "mlp"
     r = cli("--logdir", run.parent, "--run-name", model, "--model", other, "--data-dir", FIXTURE,

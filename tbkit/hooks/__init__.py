@@ -39,7 +39,7 @@ def default_hooks(
     """The hooks of a tbkit run, in the order they run, from the doors' options."""
     hooks: list[Hook] = [Config(config, hparams), Profile(profile_steps), Summaries(), Health()]
     if class_metrics:
-        hooks.append(ClassMetrics())
+        hooks.append(ClassMetrics(pr_every=image_every))
     if images:
         hooks.append(ValidationPictures(image_every))
     hooks.append(Projector(projector_examples, projector_layer, projector_every))
