@@ -39,15 +39,15 @@ def table(logdir):
 def test_a_search_trains_trials_as_runs_and_tests_the_best_once(tmp_path):
     logdir = tmp_path / "s"
     flags = ["--trials", "3", "--workers", "2", "--seed", "1", "--pruner", "none",
-             "--fix", "num_iterations=30", "--domain", "learning_rate=1e-3:3e-3",
+             "--fix", "num_iterations=30", "--domain", "learning_rate=5e-4:3e-3",
              "--baseline"]  # fmt: skip
     out = search(logdir, *flags)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = table(logdir)
     assert [r.number for r in rows] == [0, 1, 2] and {r.status for r in rows} == {"complete"}
-    assert all(1e-3 <= r.params["learning_rate"] <= 3e-3 for r in rows)
+    assert all(5e-4 <= r.params["learning_rate"] <= 3e-3 for r in rows)
     # --baseline: trial 0 trains today's defaults, the others are sampled.
-    assert rows[0].params == {"learning_rate": 2e-3, "batch_size": 64, "lr_decay": 0.5,
+    assert rows[0].params == {"learning_rate": 9.4e-4, "batch_size": 64, "lr_decay": 0.915,
                               "augment_shift": 2}  # fmt: skip
     assert rows[1].params != rows[0].params
     assert all(f"Trial {r.number:>3}: complete" in out.stdout for r in rows)  # each ended trial
@@ -76,7 +76,7 @@ def test_a_search_trains_trials_as_runs_and_tests_the_best_once(tmp_path):
         infos = {h["name"]: h for h in experiment["hparamInfos"]}
         assert set(infos) == {"learning_rate", "batch_size", "lr_decay", "augment_shift",
                               "status", "reason", "steps"}  # fmt: skip
-        assert infos["learning_rate"]["domainInterval"] == {"minValue": 1e-3, "maxValue": 3e-3}
+        assert infos["learning_rate"]["domainInterval"] == {"minValue": 5e-4, "maxValue": 3e-3}
         assert set(infos["batch_size"]["domainDiscrete"]) == {32, 64, 128}
         groups = get(server + "/data/plugin/hparams/session_groups", {
             "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS",
