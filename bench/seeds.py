@@ -38,6 +38,7 @@ def main(argv=None) -> None:
     p.add_argument("--logdir", default=None)
     args = p.parse_args(argv)
     logdir = args.logdir or tempfile.mkdtemp(prefix="tbkit-seeds-")
+    os.makedirs(logdir, exist_ok=True)
     print(f"# bench/seeds.py: seeds {args.seeds}, flags {flags or '(defaults)'}, {logdir}")
     pending, running, done = list(args.seeds), {}, {}
     while pending or running:
