@@ -113,6 +113,18 @@ def throughput(root: str, trials: int, iterations: int, seed: int) -> None:
     print(f"  throughput of two workers / one: {ratio:.2f}x")
 
 
+def _kind(reason: str | None) -> str:
+    """The kind of a pruned trial's reason: the pruner's, or which diagnosis."""
+    reason = reason or ""
+    if "(pruner)" in reason:
+        return "the pruner (validation accuracy ranks low)"
+    for words, kind in (("dead", "diagnosis: dead units"), ("non-finite", "diagnosis: non-finite"),
+                        ("update ratio", "diagnosis: learning rate moves nothing")):  # fmt: skip
+        if words in reason:
+            return kind
+    return reason or "?"
+
+
 def search(directory: str, trials: int, workers: int, pruner: str, seed: int) -> None:
     print(f"\n## The search: {trials} trials, {workers} workers, {pruner} + diagnosis pruning, "
           f"seed {seed}, trial 0 the defaults")  # fmt: skip
@@ -122,11 +134,7 @@ def search(directory: str, trials: int, workers: int, pruner: str, seed: int) ->
     rows, ws = r["rows"], r["workers"]
     counts = collections.Counter(row.status for row in rows)
     print("  trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    reasons = collections.Counter(
-        (row.reason or "").split(" at ")[0].split(":")[0].strip() or "?"
-        for row in rows
-        if row.status == "pruned"
-    )
+    reasons = collections.Counter(_kind(row.reason) for row in rows if row.status == "pruned")
     for reason, n in reasons.most_common():
         print(f"    pruned, {n}x: {reason}")
     for row in rows:

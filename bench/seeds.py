@@ -63,8 +63,10 @@ def main(argv=None) -> None:
             vals.append(r["validation"])
             tests.append(r["test"])
     if tests:
-        print(f"mean over {len(tests)} seeds: validation {statistics.mean(vals):.2%}, "
-              f"test {statistics.mean(tests):.2%} (min {min(tests):.2%}, max {max(tests):.2%})")
+        print(
+            f"mean over {len(tests)} seeds: validation {statistics.mean(vals):.2%}, "
+            f"test {statistics.mean(tests):.2%} (min {min(tests):.2%}, max {max(tests):.2%})"
+        )
 
 
 def result(logdir: str, seed: int) -> dict | None:
@@ -87,8 +89,13 @@ def result(logdir: str, seed: int) -> dict | None:
 
     val = {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("accuracy")}
     step = max(val, key=lambda s: (val[s], -s))
-    return {"validation": val[step], "best_step": step, "iterations": int(iters[-1]),
-            "test": int(test[-1][0]) / int(test[-1][1]), "model": flags.get("model", "cnn")}
+    return {
+        "validation": val[step],
+        "best_step": step,
+        "iterations": int(iters[-1]),
+        "test": int(test[-1][0]) / int(test[-1][1]),
+        "model": flags.get("model", "cnn"),
+    }
 
 
 def report(logdir: str, seed: int, code: int, wall: float) -> None:
@@ -96,8 +103,11 @@ def report(logdir: str, seed: int, code: int, wall: float) -> None:
     if code != 0 or r is None:
         print(f"seed {seed}: exit {code} after {wall:.0f} s (see {logdir}/seed-{seed}.log)")
         return
-    print(f"seed {seed}: {r['iterations']} iterations, best validation {r['validation']:.2%} at "
-          f"{r['best_step']}, test {r['test']:.2%} ({r['model']}), wall {wall:.0f} s", flush=True)
+    print(
+        f"seed {seed}: {r['iterations']} iterations, best validation {r['validation']:.2%} at "
+        f"{r['best_step']}, test {r['test']:.2%} ({r['model']}), wall {wall:.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

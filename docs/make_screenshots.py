@@ -83,6 +83,11 @@ def _hparams(search_dir: str, path: str, chromium: str) -> None:
         ctx = launch_chromium(p, profile, chromium, viewport={"width": 1400, "height": 900})
         page = ctx.new_page()
         page.goto(f"{base}/#hparams", wait_until="networkidle")
+        # The tab shows the first hparams only: the status and the steps on, the long
+        # reason text off (it is in the table view and the report).
+        for label in ("status", "steps reached", "pruned or failed because"):
+            page.get_by_text(label, exact=True).first.click()
+            page.wait_for_timeout(500)
         page.get_by_text("Parallel Coordinates View", exact=False).first.click()
         page.wait_for_timeout(4000)
         page.screenshot(path=path, clip={"x": 0, "y": 64, "width": 1400, "height": 760})
