@@ -17,6 +17,9 @@ from tbkit.search import TrialSetup
 #: process creates it and kills itself with SIGKILL after step `KILL_AT`.
 KILL_MARKER = "TBKIT_TEST_KILL_MARKER"
 KILL_AT = 50
+#: The same, for a trial whose learning rate is below 1e-5: killed in `on_end`, after the
+#: search's pruning hook decided but before its process told the study.
+KILL_ON_END = "TBKIT_TEST_KILL_ON_END_MARKER"
 
 
 class KillOnce(tbkit.Hook):
@@ -25,6 +28,16 @@ class KillOnce(tbkit.Hook):
 
     def on_step_end(self, run, step):
         if step == KILL_AT and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillOnEnd(tbkit.Hook):
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def on_end(self, run, event):
+        if not os.path.exists(self.marker):
             open(self.marker, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -40,7 +53,7 @@ def build(params):
     h = keras.layers.Dense(params["units"], activation="relu", name="hidden")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(4, name="head")(h))
     marker = os.environ.get(KILL_MARKER)
-    return TrialSetup(
+    setup = TrialSetup(
         model=model,
         optimizer=keras.optimizers.Adam(params["learning_rate"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -57,3 +70,7 @@ def build(params):
         ),
         hooks=[KillOnce(marker)] if marker else [],
     )
+    end_marker = os.environ.get(KILL_ON_END)
+    if end_marker and params["learning_rate"] < 1e-5:
+        setup.hooks.append(KillOnEnd(end_marker))
+    return setup

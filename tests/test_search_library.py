@@ -116,6 +116,31 @@ def test_a_trial_killed_mid_run_resumes_from_its_checkpoint(tmp_path, monkeypatc
     assert resumed.best_params == reference.best_params and resumed.best_params["seed"] == 4
 
 
+def test_a_pruning_decided_before_a_kill_is_kept(tmp_path, monkeypatch):
+    """The process that pruned a trial dies before telling the study: the next worker tells
+    it pruned, with the same reason, and trains nothing more."""
+    import search_kill
+
+    import tbkit
+    from tbkit.search import Choice
+
+    monkeypatch.setenv(search_kill.KILL_ON_END, str(tmp_path / "killed-once"))
+    space = {"learning_rate": Choice((1e-2, 1e-6)), "units": Choice((16, 17))}
+    first = [{"learning_rate": 1e-2, "units": 16}, {"learning_rate": 1e-2, "units": 17},
+             {"learning_rate": 1e-6, "units": 16}]  # fmt: skip
+    result = tbkit.search(search_kill.build, space, tmp_path / "s", trials=3, workers=1,
+                          pruner="median", first=first, seed=0, log=lambda _: None)  # fmt: skip
+    assert (tmp_path / "killed-once").exists()  # the pruning trial's process really died
+    assert [r.status for r in result.table] == ["complete", "complete", "pruned"]
+    pruned = result.table[2]
+    assert "(pruner)" in pruned.reason and pruned.steps == 20
+    logs = "".join(p.read_text() for p in (tmp_path / "s" / ".workers").glob("*.log"))
+    assert "decided before its process died" in logs
+    val = scalars(load_events(str(tmp_path / "s" / "trial-0002" / "validation")), "accuracy")
+    assert list(val) == [20]  # not trained on after the decision
+    assert result.best_trial in (0, 1)
+
+
 def test_bad_library_search_input_is_a_one_line_error(tmp_path):
     import search_kill
 

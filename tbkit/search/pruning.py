@@ -19,6 +19,9 @@ from __future__ import annotations
 from tbkit.hooks.base import Diverged, Hook, Run, Validated
 from tbkit.summary import dynamics as tbd
 
+#: The trial's user attribute holding a pruning decision not yet told to the study.
+PRUNED_ATTR = "pruned"
+
 #: Consecutive validations with a dead layer before a trial is pruned for it: one
 #: can be a bad batch early in training; three in a row is a layer that stays dead.
 DEAD_VALIDATIONS = 3
@@ -74,7 +77,7 @@ class Pruning(Hook):
         if reason is None and self.value_pruning and self.trial.should_prune():
             reason = f"the {run.monitor} at {run.unit} {event.count} ranks low (pruner)"
         if reason is not None:
-            self.reason = reason
+            self.decide(reason)
             run.request_stop(f"pruned: {reason}")
 
     def _diagnose(self, d, count: int) -> str | None:
@@ -99,4 +102,10 @@ class Pruning(Hook):
         return None
 
     def on_diverged(self, run: Run, event: Diverged) -> None:
-        self.reason = f"non-finite values: {event.lines[0] if event.lines else event.message}"
+        self.decide(f"non-finite values: {event.lines[0] if event.lines else event.message}")
+
+    def decide(self, reason: str) -> None:
+        """Prunes: `reason` is kept, and stored with the trial at once (`PRUNED_ATTR`), so a
+        process killed before it tells the study leaves the decision for the one resuming."""
+        self.reason = reason
+        self.trial.set_user_attr(PRUNED_ATTR, reason)

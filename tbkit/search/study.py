@@ -273,7 +273,9 @@ def claim(study, spec: SearchSpec):
             run = RunDir(spec.directory, t.user_attrs["run"])
             run.lock()
             return trial, run.path, dict(t.intermediate_values)
-        if len(study.get_trials(deepcopy=False)) >= spec.trials:
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+        if len(trials) >= spec.trials and not waiting:  # an enqueued trial is one of them
             return None
         if spec.seed is not None:  # trial n sampled with seed + n: the same in a resumed search
             study.sampler = optuna.samplers.TPESampler(
@@ -363,8 +365,10 @@ def run_search(spec: SearchSpec, log=print, poll: float = 0.5) -> list[TrialRow]
                 if row.status in ended and row.number not in seen:
                     seen.add(row.number)
                     log(_row_line(row, spec.metric))
-            started = len(study.get_trials(deepcopy=False))
-            claimable = started < spec.trials or bool(stale_trials(study, spec.directory))
+            trials = study.get_trials(deepcopy=False)
+            waiting = any(t.state.name == "WAITING" for t in trials)
+            claimable = (len(trials) < spec.trials or waiting
+                         or bool(stale_trials(study, spec.directory)))  # fmt: skip
             if claimable and len(procs) < spec.workers:
                 name = os.path.join(logs, f"worker-{len(os.listdir(logs)):04d}.log")
                 with open(name, "w") as out:  # the child keeps its own copy of the file

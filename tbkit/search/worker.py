@@ -17,6 +17,7 @@ import time
 
 from tbkit.errors import TbkitError, TrainingError
 from tbkit.search.hparams import write_session
+from tbkit.search.pruning import PRUNED_ATTR
 from tbkit.search.study import (
     NOTHING_TO_DO,
     claim,
@@ -37,6 +38,11 @@ def _share_cores(workers: int) -> None:
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _stored(study, trial) -> dict:
+    """The trial's user attributes as the storage holds them."""
+    return study._storage.get_trial(trial._trial_id).user_attrs  # noqa: SLF001
 
 
 def _steps(hook) -> int:
@@ -70,6 +76,14 @@ def main(argv=None) -> int:
     if claimed is None:
         return NOTHING_TO_DO
     trial, run_dir, reported = claimed
+    searched_params = {k: v for k, v in trial.params.items() if k in spec.space}
+    decided = _stored(study, trial).get(PRUNED_ATTR)
+    if decided:  # pruned by a process that died before telling: tell it now, train nothing
+        trial.set_user_attr("reason", decided)
+        write_session(run_dir, searched_params, "pruned", decided, max(reported, default=0))
+        study.tell(trial.number, state=__import__("optuna").trial.TrialState.PRUNED)
+        print(f"trial {trial.number}: pruned (decided before its process died): {decided}")
+        return 0
     _share_cores(int(os.environ.get("TBKIT_SEARCH_WORKERS", spec.workers)))
     params = trial_params(trial, spec)
     hook = Pruning(trial, reported=reported)
