@@ -171,3 +171,15 @@ def person_made(image, rng) -> tuple[bytes, str]:
     rgb = (np.asarray(page, np.float32)[..., None] * tint).clip(0, 255).astype(np.uint8)
     Image.fromarray(rgb, "RGB").save(buf, "JPEG", quality=int(rng.integers(60, 95)))
     return buf.getvalue(), "jpg"
+
+
+def readme_block(marker: str) -> str:
+    """The python block of the README under `<!-- MARKER ... -->` (the examples tests run)."""
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        text = f.read()
+    block = re.search(rf"<!-- {marker}[^\n]*\n```python\n(.*?)```", text, re.S)
+    assert block, f"the README lost its {marker} block"
+    return block[1]

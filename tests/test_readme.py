@@ -5,21 +5,17 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 
 import pytest
 
-from conftest import ROOT, load_events, scalars
+from conftest import load_events, scalars
+from helpers import readme_block
 
 pytestmark = pytest.mark.slow
 
 
 def readme_example() -> str:
-    with open(os.path.join(ROOT, "README.md")) as f:
-        text = f.read()
-    block = re.search(r"<!-- readme-example[^\n]*\n```python\n(.*?)```", text, re.S)
-    assert block, "the README lost its Trainer example"
-    return block[1]
+    return readme_block("readme-example")
 
 
 def test_trainer_example_runs_and_fills_the_run_directory(tmp_path, monkeypatch):

@@ -4,15 +4,13 @@ a trial SIGKILLed mid-run resumes from its checkpoint, every trial is an HParams
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, event_files, load_events, scalars
-from helpers import subprocess_env
+from conftest import event_files, load_events, scalars
+from helpers import readme_block, subprocess_env
 
 optuna = pytest.importorskip("optuna", reason="the search extra (pip install 'tbkit[search]')")
 
@@ -20,11 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def readme_search_example() -> str:
-    with open(os.path.join(ROOT, "README.md")) as f:
-        text = f.read()
-    block = re.search(r"<!-- search-example[^\n]*\n```python\n(.*?)```", text, re.S)
-    assert block, "the README lost its tbkit.search example"
-    return block[1]
+    return readme_block("search-example")
 
 
 def table(directory):

@@ -8,25 +8,49 @@ from tbkit.summary import images as tbi
 from tbkit.summary.classes import class_count, write_per_class, write_pr_curves
 
 
-class ClassMetrics(Hook):
-    """`per_class/accuracy|precision/<class>` at every validation of a classifier, and
-    `pr_curves/<class>` at most every `pr_every` summary steps: at the first validation,
-    then at the first one `pr_every` or more steps after the last written, and at the
-    run's last validation (so the curves of the end are always there).
+class _Throttled(Hook):
+    """Writes something of a validation at most every `every` summary steps: at the first
+    offered, then at the first offered `every` or more steps after the last written, and
+    the last offered when the run ends (unless it failed), so the end is always there."""
 
-    Args:
-      pr_every: the least number of summary steps between two PR-curve writes (1: every
-        validation). A PR curve of 10 classes is about 13 KB: at every validation of a
-        default run it was most of the validation event file.
-    """
-
-    def __init__(self, pr_every: int = 1):
-        self.pr_every = pr_every
+    def __init__(self, every: int = 1):
+        self.every = every
         self._last: int | None = None
         self._pending: tuple[int, Classified] | None = None
 
     def on_begin(self, run: Run) -> None:
         self._last, self._pending = None, None
+
+    def offer(self, run: Run, step: int, c: Classified) -> None:
+        self._pending = (step, c)
+        if self._last is None or step - self._last >= self.every:
+            self._flush(run)
+
+    def on_end(self, run: Run, event: Ended) -> None:
+        if self._pending is not None and not event.failed:
+            self._flush(run)
+
+    def _flush(self, run: Run) -> None:
+        (step, c), self._pending = self._pending, None
+        self._last = step
+        self.write(run, step, c)
+
+    def write(self, run: Run, step: int, c: Classified) -> None:
+        raise NotImplementedError
+
+
+class ClassMetrics(_Throttled):
+    """`per_class/accuracy|precision/<class>` at every validation of a classifier, and
+    `pr_curves/<class>` at most every `pr_every` summary steps (first, throttled, last).
+
+    Args:
+      pr_every: the least number of summary steps between two PR-curve writes (1: every
+        validation). A PR curve of 10 classes is about 13 KB: at every validation of a
+        default run they were half of its event files.
+    """
+
+    def __init__(self, pr_every: int = 1):
+        super().__init__(pr_every)
 
     def on_validation(self, run: Run, event: Validated) -> None:
         c = event.classified
@@ -35,22 +59,14 @@ class ClassMetrics(Hook):
         classes = class_count(run.classes, run.class_names, c.labels, c.predictions)
         with run.writers.scope("validation", step=event.step):
             write_per_class(c.labels, c.predictions, classes, run.class_names)
-        self._pending = (event.step, c)
-        if self._last is None or event.step - self._last >= self.pr_every:
-            self._write_curves(run)
+        self.offer(run, event.step, c)
 
-    def on_end(self, run: Run, event: Ended) -> None:
-        if self._pending is not None and not event.failed:
-            self._write_curves(run)
-
-    def _write_curves(self, run: Run) -> None:
-        step, c = self._pending
-        self._last, self._pending = step, None
+    def write(self, run: Run, step: int, c: Classified) -> None:
         with run.writers.scope("validation", step=step):
             write_pr_curves(c.labels, c.scores, run.class_names)
 
 
-class ValidationPictures(Hook):
+class ValidationPictures(_Throttled):
     """The `confusion_matrix` and `example_errors` images at improvements.
 
     Rendering costs a few hundred milliseconds, so at most one picture every
@@ -61,31 +77,11 @@ class ValidationPictures(Hook):
       every: the least number of summary steps between two pictures (1: every improvement).
     """
 
-    def __init__(self, every: int = 1):
-        self.every = every
-        self._last = None
-        self._pending: tuple[int, Classified] | None = None
-
-    def on_begin(self, run: Run) -> None:
-        self._last, self._pending = None, None
-
     def on_validation(self, run: Run, event: Validated) -> None:
-        if not (event.improved or event.value is None):
-            return
-        c = event.classified
-        if c is None:
-            return
-        self._pending = (event.step, c)
-        if self._last is None or event.step - self._last >= self.every:
-            self._draw(run)
+        if (event.improved or event.value is None) and event.classified is not None:
+            self.offer(run, event.step, event.classified)
 
-    def on_end(self, run: Run, event: Ended) -> None:
-        if self._pending is not None and not event.failed:
-            self._draw(run)
-
-    def _draw(self, run: Run) -> None:
-        step, c = self._pending
-        self._last, self._pending = step, None
+    def write(self, run: Run, step: int, c: Classified) -> None:
         classes = class_count(run.classes, run.class_names, c.labels, c.predictions)
         with run.writers.scope("validation", step=step):
             tbi.confusion_matrix_summary(
