@@ -47,7 +47,7 @@ def test_a_search_trains_trials_as_runs_and_tests_the_best_once(tmp_path):
     assert [r.number for r in rows] == [0, 1, 2] and {r.status for r in rows} == {"complete"}
     assert all(5e-4 <= r.params["learning_rate"] <= 3e-3 for r in rows)
     # --baseline: trial 0 trains today's defaults, the others are sampled.
-    assert rows[0].params == {"learning_rate": 9.4e-4, "batch_size": 64, "lr_decay": 0.915,
+    assert rows[0].params == {"learning_rate": 2e-3, "batch_size": 64, "lr_decay": 0.5,
                               "augment_shift": 2}  # fmt: skip
     assert rows[1].params != rows[0].params
     assert all(f"Trial {r.number:>3}: complete" in out.stdout for r in rows)  # each ended trial

@@ -110,11 +110,11 @@ class TrainConfig:
         domain=Choice((32, 64, 128)),
     )  # fmt: skip
     learning_rate: float = setting(
-        9.4e-4, "Adam learning rate", check=POSITIVE_NUMBER, hparam=True, trajectory=True,
+        2e-3, "Adam learning rate", check=POSITIVE_NUMBER, hparam=True, trajectory=True,
         domain=Uniform(3e-4, 1e-2, log=True),
     )  # fmt: skip
     lr_decay: float = setting(
-        0.915,
+        0.5,
         "multiply the learning rate by this every 1000 iterations, smoothly (1 = constant)",
         check=DECAY,
         hparam=True,
