@@ -33,6 +33,7 @@ TRAJECTORY = {
     "eval_every": 10,
     "validation_size": 400,
     "seed": 4,
+    "model": "mlp",
 }
 
 
