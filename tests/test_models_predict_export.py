@@ -241,6 +241,11 @@ def test_the_exports_serve_the_checkpoints_probabilities_without_tbkit(runs, tmp
         export_run(runs["mlp"], outs["mlp"])
     assert sorted(os.listdir(outs["mlp"])) == listing
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".served")]  # no temp left
+    # A target that cannot be written (under a file): refused, nothing written anywhere.
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ExportError, match="cannot write"):
+        export_run(runs["mlp"], tmp_path / "a-file" / "out")
+    assert (tmp_path / "a-file").read_text() == "x"
 
 
 def test_trainer_export_of_any_model(tmp_path):

@@ -36,6 +36,8 @@ def check_target(path: str) -> str:
     probe = parent
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ExportError(f"cannot write {path}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ExportError(f"cannot write {path}: {probe} is not writable")
     return path
