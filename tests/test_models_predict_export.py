@@ -282,3 +282,11 @@ def test_trainer_export_of_any_model(tmp_path):
     np.testing.assert_allclose(probs, tf.nn.softmax(restored(x[384:])).numpy(), atol=1e-6)
     with pytest.raises(tbkit.ExportError, match="exists and is not empty"):
         trainer.export(tmp_path / "export")
+    # signature= and outputs= change what is served: a named input, the raw logits.
+    named = tf.TensorSpec([None, 6], tf.float32, name="features")
+    raw = tf.saved_model.load(trainer.export(tmp_path / "raw", named, outputs="raw"))
+    sig = raw.signatures["serving_default"]
+    assert list(sig.structured_input_signature[1]) == ["features"]
+    assert list(sig.structured_outputs) == ["outputs"]
+    logits = sig(features=tf.constant(x[384:]))["outputs"].numpy()
+    np.testing.assert_allclose(logits, restored(x[384:]).numpy(), atol=1e-6)

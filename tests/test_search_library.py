@@ -135,6 +135,37 @@ def test_a_pruning_decided_before_a_kill_is_kept(tmp_path, monkeypatch):
     assert result.best_trial in (0, 1)
 
 
+def test_monitor_loss_minimises_and_fixed_settings_reach_every_trial(tmp_path):
+    import search_kill
+
+    import tbkit
+    from tbkit.search import Uniform
+
+    result = tbkit.search(search_kill.build, {"learning_rate": Uniform(3e-3, 1e-2, log=True)},
+                          tmp_path / "s", trials=2, workers=2, pruner="none", monitor="loss",
+                          fixed={"units": 5}, seed=1, log=lambda _: None)  # fmt: skip
+    assert [r.status for r in result.table] == ["complete", "complete"]
+    losses = {}
+    for r in result.table:
+        run = tmp_path / "s" / f"trial-{r.number:04d}"
+        val = scalars(load_events(str(run / "validation")), "loss")
+        assert r.value == pytest.approx(min(val.values()))  # the best is the lowest loss
+        losses[r.number] = r.value
+        # fixed={"units": 5} built every trial's hidden layer with 5 units.
+        import tensorflow as tf
+
+        best = tf.train.latest_checkpoint(str(run / "checkpoints" / "best"))
+        shapes = [shape for key, shape in tf.train.list_variables(best)
+                  if key.startswith("model/") and "kernel" in key]  # fmt: skip
+        assert shapes == [[8, 5], [5, 4]], shapes  # hidden, head
+        assert "best_loss" in load_events(str(run / "validation")).Tags()["tensors"]
+    assert result.best_value == min(losses.values()) and result.best_params["units"] == 5
+    from tbkit.search.study import load_spec
+
+    spec = load_spec(str(tmp_path / "s"))
+    assert spec.direction == "minimize" and spec.fixed == {"units": 5}
+
+
 def test_bad_library_search_input_is_a_one_line_error(tmp_path):
     import search_kill
 

@@ -108,11 +108,10 @@ def export_saved_model(
     Raises:
       ExportError: `path` exists and is not empty, or cannot be written.
     """
-    target = check_target(path)
-    with staged(target) as tmp:
+    with staged(path) as tmp:
         write_saved_model(model, tmp, input_signature, preprocess=preprocess, outputs=outputs,
                           extra_signatures=extra_signatures)  # fmt: skip
-    return target
+    return os.path.abspath(os.fspath(path))
 
 
 def write_saved_model(model, directory: str, input_signature, *, preprocess=None,

@@ -17,7 +17,7 @@ import time
 
 from tbkit.errors import TbkitError, TrainingError
 from tbkit.search.hparams import write_session
-from tbkit.search.pruning import PRUNED_ATTR
+from tbkit.search.pruning import PRUNED_ATTR, Pruning
 from tbkit.search.study import (
     NOTHING_TO_DO,
     claim,
@@ -68,20 +68,19 @@ def main(argv=None) -> int:
         print("usage: python -m tbkit.search.worker SEARCH_DIR", file=sys.stderr)
         return 2
     spec = load_spec(argv[0])
-    from tbkit.search.pruning import Pruning
-
     optuna = __import__("optuna")
     study = open_study(spec)
     claimed = claim(study, spec)
     if claimed is None:
         return NOTHING_TO_DO
     trial, run_dir, reported = claimed
-    searched_params = {k: v for k, v in trial.params.items() if k in spec.space}
+    state = optuna.trial.TrialState
     decided = _stored(study, trial).get(PRUNED_ATTR)
     if decided:  # pruned by a process that died before telling: tell it now, train nothing
+        searched = {k: v for k, v in trial.params.items() if k in spec.space}
         trial.set_user_attr("reason", decided)
-        write_session(run_dir, searched_params, "pruned", decided, max(reported, default=0))
-        study.tell(trial.number, state=__import__("optuna").trial.TrialState.PRUNED)
+        write_session(run_dir, searched, "pruned", decided, max(reported, default=0))
+        study.tell(trial.number, state=state.PRUNED)
         print(f"trial {trial.number}: pruned (decided before its process died): {decided}")
         return 0
     _share_cores(int(os.environ.get("TBKIT_SEARCH_WORKERS", spec.workers)))
@@ -89,7 +88,6 @@ def main(argv=None) -> int:
     hook = Pruning(trial, reported=reported)
     runner = _import(spec.runner)
     searched = {k: params[k] for k in spec.space}
-    state = optuna.trial.TrialState
     started = time.time()
     try:
         value = runner(params, run_dir, [hook], **spec.options)
