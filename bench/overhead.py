@@ -61,11 +61,13 @@ def main(argv=None) -> None:
     window = tf.Variable(tf.zeros(4), trainable=False)
     # The very step tbkit.Trainer (and so train_mnist.py) compiles (single device).
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    train_step = make_train_step(tf.distribute.get_strategy(), model, opt, loss, window, True)
     # What the Trainer records at its summary cadence: every variable, the activations
     # of the logged batch and the filter grids.
     recorder = tbkit.LayerRecorder(model)
     dyn_recorder = tbkit.LayerRecorder(model, activation_fractions=True)  # what the Trainer uses
+    train_step = make_train_step(
+        tf.distribute.get_strategy(), model, opt, loss, window, True, probe=dyn_recorder
+    )
 
     recordings: dict[bool, list[float]] = {False: [], True: []}  # seconds per recording
 

@@ -64,6 +64,11 @@ def test_trainer_dynamics_match_numpy(tmp_path, digits):
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(SCCE(batch[1], model(batch[0], training=True)))
     grads = dict(zip(before, tape.gradient(loss, model.trainable_variables), strict=True))
+    # The layers' outputs in the step's own forward pass (training mode, weights before it).
+    outputs = {
+        name: keras.Model(model.inputs, model.get_layer(name).output)(batch[0], training=True)
+        for name in ("conv", "hidden")
+    }
     trainer = tbkit.Trainer(model, keras.optimizers.Adam(schedule), SCCE, tmp_path / "run",
                             eval_every=1, summary_every=1, progress=False, log=lambda _: None)  # fmt: skip
     train = tf.data.Dataset.from_tensor_slices((x[:32], y[:32])).batch(32)
@@ -84,10 +89,9 @@ def test_trainer_dynamics_match_numpy(tmp_path, digits):
     all_grads = np.concatenate([grads[v.path].numpy().ravel() for v in tags.values()])
     assert scalars(acc, "gradient_global_norm")[1] == pytest.approx(l2(all_grads), rel=1e-4)
     assert scalars(acc, "learning_rate")[1] == pytest.approx(float(schedule(0)), rel=1e-6)
-    # Fractions of zero outputs and of dead units, on the logged batch after the update.
-    for name in ("conv", "hidden"):
-        out = keras.Model(model.inputs, model.get_layer(name).output)(batch[0]).numpy()
-        zero = out == 0
+    # Fractions of zero outputs and of dead units, on the logged batch in its own step.
+    for name, out in outputs.items():
+        zero = out.numpy() == 0
         assert scalars(acc, f"{name}/activations/zero_fraction")[1] == pytest.approx(zero.mean())
         dead = zero.reshape(-1, out.shape[-1]).all(axis=0).mean()
         assert scalars(acc, f"{name}/activations/dead_fraction")[1] == pytest.approx(dead)

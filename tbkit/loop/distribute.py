@@ -108,9 +108,12 @@ def make_train_step(
     classifier: bool,
     *,
     jit_compile: bool = False,
+    probe=None,
 ) -> TrainStep:
     """The compiled train step (see `TrainStep`): forward, backward, update."""
-    return TrainStep(strategy, model, optimizer, loss_fn, window, classifier, jit_compile)
+    return TrainStep(
+        strategy, model, optimizer, loss_fn, window, classifier, jit_compile, probe=probe
+    )
 
 
 def _any_nonfinite(t) -> tf.Tensor:
@@ -144,9 +147,16 @@ class TrainStep:
 
     Args:
       jit_compile: compile each replica's step with XLA (one replica only).
+      probe: what the recording variant's forward pass is (a `LayerRecorder`:
+        `probe.training_forward(x) -> (y_pred, activations)`, then
+        `probe.reduce_activations(activations)`): the recorded batch's activations
+        come from the step's own forward pass instead of a second one. None, or a
+        probe whose `training_forward` is None: the model's own call.
     """
 
-    def __init__(self, strategy, model, optimizer, loss_fn, window, classifier, jit_compile):
+    def __init__(
+        self, strategy, model, optimizer, loss_fn, window, classifier, jit_compile, probe=None
+    ):
         if jit_compile and strategy.num_replicas_in_sync > 1:
             raise ValueError(
                 "jit_compile=True runs one replica; this strategy has "
@@ -166,9 +176,14 @@ class TrainStep:
         self.no_gradient: set[int] = set()  # indices of variables the loss does not reach
         variables = self.variables
 
+        forward = getattr(probe, "training_forward", None)
+
         def replica_step(x, y, record: bool):
             with tf.GradientTape() as tape:
-                y_pred = model(x, training=True)
+                if record and forward is not None:
+                    y_pred, acts = forward(x)
+                else:
+                    y_pred, acts = model(x, training=True), None
                 with tf.name_scope("loss"):
                     per = per_example_loss(loss_fn, y, y_pred)
                     if per.shape.rank == 0:  # already a mean over this replica's batch
@@ -209,6 +224,8 @@ class TrainStep:
                 optimizer.apply_gradients(zip(grads, variables, strict=True))
                 if record:
                     dyn = self._after(dyn)
+                    if acts is not None:
+                        dyn = dyn._replace(activations=probe.reduce_activations(acts))
             with tf.name_scope("metrics"):
                 correct = _correct(y, y_pred) if classifier else tf.constant(0.0)
                 count = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.float32)

@@ -352,7 +352,7 @@ class Trainer:
         ds = distribute(self.strategy, ds)
         train_step = make_train_step(
             self.strategy, self.model, self.optimizer, self.loss, self._window, self._classifier,
-            jit_compile=self.jit_compile,
+            jit_compile=self.jit_compile, probe=self.recorder,
         )  # fmt: skip
         self._train_step = train_step
         validate = (

@@ -25,6 +25,9 @@ class StepDynamics(NamedTuple):
       learning_rate: the learning rate of the step.
       no_gradient: indices of the variables the loss does not reach (host values;
         None inside compiled code).
+      activations: what the layer recorder probes, taken from the step's own
+        forward pass (`LayerRecorder.training_forward`): `{layer tag: {"values"?,
+        "zero", "dead"}}`, or None when the step did not probe them.
     """
 
     gradients: list
@@ -34,6 +37,7 @@ class StepDynamics(NamedTuple):
     global_norm: tf.Tensor
     learning_rate: tf.Tensor
     no_gradient: frozenset | None = None
+    activations: dict | None = None
 
     def tensors(self) -> StepDynamics:
         """The value without its host part, to pass into a compiled function."""

@@ -31,7 +31,12 @@ import tensorflow as tf
 from tbkit.model.measure import StepDynamics
 from tbkit.summary import images as tbi
 from tbkit.summary.dynamics import Dynamics
-from tbkit.summary.summaries import _buckets_numpy, histogram, variable_summaries, write_eagerly
+from tbkit.summary.summaries import (
+    _buckets_numpy,
+    statistics_entries,
+    warn_nonfinite,
+    write_eagerly,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,46 +149,71 @@ def filter_kernels(tags: dict[str, tf.Variable]) -> dict[str, tf.Variable]:
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _activation_probe(model, owner_names: dict[int, str]):
-    """A function `x -> {owner tag: output}` for the top-level layers that own variables.
+def _structure(model, which: str):
+    """The model's input or output structure (a Sequential has only the lists)."""
+    try:
+        return getattr(model, which)
+    except AttributeError:
+        found = getattr(model, which + "s")
+        return found[0] if len(found) == 1 else found
+
+
+class _Probe:
+    """The activations of a model's top-level layers: `probe(x)` in inference mode,
+    `probe.training(x) -> (y_pred, activations)` in training mode (the model's own
+    output and its layers' outputs from one forward pass)."""
+
+    def __init__(self, run):
+        self._run = run
+
+    def __call__(self, x) -> dict:
+        return self._run(x, False)[1]
+
+    def training(self, x):
+        return self._run(x, True)
+
+
+def _activation_probe(model, owner_names: dict[int, str]) -> _Probe | None:
+    """The `_Probe` of the top-level layers that own variables.
 
     tbkit `Model`s use their own `forward`; functional and Sequential models
-    get a Keras probe model over the same layers; subclassed models have no
-    graph of layers to probe and record no activations.
+    get a Keras model over the same layers with the model's output and the
+    layers' outputs; subclassed models have no graph of layers to probe and
+    record no activations.
     """
     if getattr(model, "tbkit_forward", False):  # a tbkit.Model
 
-        def forward(x):
-            _, acts = model.forward(x, training=False)
-            return {owner_names[id(model_layer)]: a for model_layer, a in _by_layer(model, acts)}
+        def forward(x, training):
+            y, acts = model.forward(x, training=training)
+            return y, {owner_names[id(la)]: a for la, a in _by_layer(model, acts)}
 
-        return forward
-    inputs = getattr(model, "inputs", None)
+        return _Probe(forward)
     layers = [
         la
         for la in getattr(model, "layers", [])
         if id(la) in owner_names and not isinstance(la, keras.Model)
     ]
-    if not inputs or not layers:
+    if not getattr(model, "inputs", None) or not layers:
         return None
     try:
         outputs = [la.output for la in layers]
+        model_input, model_output = _structure(model, "input"), _structure(model, "output")
     except (AttributeError, ValueError):
         return None
+    structure = (model_output, outputs)
     if any(not isinstance(o, keras.KerasTensor) for o in outputs):
         return None
     probe = _PROBES.get(model)
     if probe is None:
-        probe = keras.Model(inputs, outputs)
+        probe = keras.Model(model_input, structure)
         _PROBES[model] = probe  # kept outside the model so Keras does not track it
     names = [owner_names[id(la)] for la in layers]
 
-    def run(x):
-        out = probe(x, training=False)
-        out = list(out) if isinstance(out, list | tuple) else [out]  # one output: no list
-        return dict(zip(names, out, strict=True))
+    def run(x, training):
+        y, out = probe(x, training=training)
+        return y, dict(zip(names, out, strict=True))
 
-    return run
+    return _Probe(run)
 
 
 def _by_layer(model, acts: dict):
@@ -240,7 +270,6 @@ class LayerRecorder:
                 owners[id(o.top_layer)] = o.layer_path[0]
         wanted = (activations and histograms) or activation_fractions
         self._probe = _activation_probe(model, owners) if wanted else None
-        self._owners = list(owners.values())
         # Trainable variables by their index in `model.trainable_variables`, which
         # is the order of a train step's gradients.
         tag_of = {id(v): tag for tag, v in self.tags.items()}
@@ -253,8 +282,8 @@ class LayerRecorder:
         self.latest: Dynamics | None = None
 
     def reset(self) -> None:
-        """Forgets the compiled recording function (it holds the default writer it was
-        traced with): call it when the summaries go to another writer."""
+        """Forgets the traced forward pass of the activations (the next recording traces
+        it again)."""
         self._compiled = None
 
     @property
@@ -262,79 +291,101 @@ class LayerRecorder:
         """`{index in model.trainable_variables: tag}`, in layer order (the gradients' order)."""
         return dict(self._trainable)
 
-    def _summaries(self, step, x=None, dyn=None):
-        results = [
-            variable_summaries(v, name=tag, step=step, histogram=self.histograms)
-            for tag, v in self.tags.items()
-        ]
-        outer = tf.get_current_name_scope()
-        eager = tf.executing_eagerly()
-        pending = []  # eager: written at the end as one Summary (see write_eagerly)
+    @property
+    def training_forward(self):
+        """`forward(x) -> (y_pred, {layer tag: activation})`: the model's training-mode
+        call that also returns the activations the recorder probes (one forward pass;
+        the train step's recording variant uses it), or None when the model has none
+        to probe (subclassed models) or the recorder records none."""
+        return None if self._probe is None else self._probe.training
 
-        def scalar(path, name, value):
-            if eager:
-                tag = "/".join(p for p in (outer, path, name) if p)
-                pending.append((tag, "scalar", np.asarray(value)))
-            elif path:
-                with scope(path):
-                    tf.summary.scalar(name, value, step=step)
-            else:
-                tf.summary.scalar(f"{outer}/{name}" if outer else name, value, step=step)
-
-        def scope(name):
-            # An absolute scope: in a graph the forward pass already used this
-            # name, and a relative scope would be renamed `<name>_1`.
-            return tf.name_scope(f"{outer}/{name}/" if outer else f"{name}/")
-
-        fractions = tf.zeros([0, 2])
-        if x is not None and self._probe is not None:
-            rows = []
-            acts = self._probe(x)
-            self._owners = list(acts)  # the order of the rows returned (set when traced)
-            for owner, act in acts.items():
-                with scope(owner):
-                    if self.histograms and self.activations:
-                        results.append(histogram("activations", act, step=step))
-                if not self.activation_fractions:
-                    continue
+    def reduce_activations(self, acts: dict) -> dict:
+        """`{layer tag: {"values"?, "zero", "dead"}}` of the probed activations: the
+        zero / dead fractions reduced where the activations are (TensorFlow's threads,
+        the device), the values themselves kept only for the histograms."""
+        out = {}
+        keep = self.histograms and self.activations
+        for owner, act in acts.items():
+            entry = {"values": act} if keep else {}
+            if self.activation_fractions:
                 zero = tf.equal(act, tf.zeros_like(act))
-                zero_fraction = tf.reduce_mean(tf.cast(zero, tf.float32))
                 axes = list(range(len(act.shape) - 1)) or None
-                dead = tf.reduce_mean(tf.cast(tf.reduce_all(zero, axis=axes), tf.float32))
-                scalar(f"{owner}/activations", "zero_fraction", zero_fraction)
-                scalar(f"{owner}/activations", "dead_fraction", dead)
-                rows.append(tf.stack([zero_fraction, dead]))
-            if rows:
-                fractions = tf.stack(rows)
+                entry["zero"] = tf.reduce_mean(tf.cast(zero, tf.float32))
+                entry["dead"] = tf.reduce_mean(tf.cast(tf.reduce_all(zero, axis=axes), tf.float32))
+            out[owner] = entry
+        return out
+
+    def _probed(self, x):
+        return self.reduce_activations(self._probe(x))
+
+    def _activations(self, x, compiled: bool) -> dict[str, dict]:
+        """`_probed(x)` as host values, its forward pass traced once when `compiled`."""
+        if compiled:
+            if self._compiled is None:
+                self._compiled = tf.function(self._probed, reduce_retracing=True, autograph=False)
+            acts = self._compiled(x)
+        else:
+            acts = self._probed(x)
+        return {name: {k: np.asarray(v) for k, v in d.items()} for name, d in acts.items()}
+
+    def _entries(self, acts: dict, dyn) -> tuple[list, list, dict]:
+        """Every summary of one recording, computed on the host from one read of each
+        tensor: `([(tag, kind, value)], [(scope, nonfinite count)], fractions)`."""
+        outer = tf.get_current_name_scope()
+        prefix = f"{outer}/" if outer else ""
+        entries, flagged = [], []
+        for tag, v in self.tags.items():
+            values, nonfinite = statistics_entries(
+                np.asarray(v.numpy()), f"{prefix}{tag}/", self.histograms
+            )
+            entries += values
+            if nonfinite:
+                flagged.append((prefix + tag, nonfinite))
+        fractions = {}
+        for owner, probed in acts.items():
+            if "values" in probed:
+                table = _buckets_numpy(probed["values"], 30)
+                entries.append((f"{prefix}{owner}/activations", "histogram", table))
+            if self.activation_fractions:
+                zero, dead = float(probed["zero"]), float(probed["dead"])
+                fractions[owner] = (zero, dead)
+                entries.append((f"{prefix}{owner}/activations/zero_fraction", "scalar", zero))
+                entries.append((f"{prefix}{owner}/activations/dead_fraction", "scalar", dead))
         if dyn is not None:
-            grads = dyn.gradients
+            grad, weight, update = (
+                np.asarray(t, np.float64)
+                for t in (dyn.gradient_norm, dyn.weight_norm, dyn.update_norm)
+            )
             for i, tag in self._trainable:
-                scalar(tag, "gradient_norm", dyn.gradient_norm[i])
-                ratio = tf.math.divide_no_nan(dyn.update_norm[i], dyn.weight_norm[i])
-                scalar(tag, "update_ratio", ratio)
-                if self.gradient_histograms and eager:
-                    full = "/".join(p for p in (outer, tag, "gradient") if p)
-                    pending.append((full, "histogram", _buckets_numpy(np.asarray(grads[i]), 30)))
-                elif self.gradient_histograms:
-                    with scope(tag):
-                        histogram("gradient", grads[i], step=step)
-            scalar("", "gradient_global_norm", dyn.global_norm)
-            scalar("", "learning_rate", dyn.learning_rate)
-        if pending:
-            results.append(write_eagerly(pending, step=step))
-        return tf.reduce_all(tf.stack(results)), fractions
+                ratio = update[i] / weight[i] if weight[i] != 0 else 0.0  # divide_no_nan
+                entries.append((f"{prefix}{tag}/gradient_norm", "scalar", grad[i]))
+                entries.append((f"{prefix}{tag}/update_ratio", "scalar", ratio))
+                if self.gradient_histograms:
+                    table = _buckets_numpy(np.asarray(dyn.gradients[i]), 30)
+                    entries.append((f"{prefix}{tag}/gradient", "histogram", table))
+            entries.append((f"{prefix}gradient_global_norm", "scalar", float(dyn.global_norm)))
+            entries.append((f"{prefix}learning_rate", "scalar", float(dyn.learning_rate)))
+        return entries, flagged, fractions
 
     def record(
         self, step=None, inputs=None, compiled: bool = True, dynamics=None, filters: bool = True
     ):
         """Writes every summary to the default writer.
 
+        The values are read once (weights, the dynamics' gradients, the
+        probed activations) and summarised on the host in numpy, one pass
+        pair per tensor; everything of one recording goes out as one
+        `Summary` (one write), with the same tags, plugins and dtypes as
+        `tf.summary.scalar` / `tf.summary.histogram`.
+
         Args:
           step: defaults to `tf.summary.experimental.get_step()`.
           inputs: a batch for the activation histograms and the zero / dead
-            fractions (optional).
-          compiled: run the statistics in one traced `tf.function` (fast when
-            called many times) or eagerly in numpy (no tracing: for a few calls).
+            fractions (optional; not probed again when `dynamics` holds the
+            activations of its step's forward pass).
+          compiled: run the activations' forward pass as a traced `tf.function`
+            (fast when called many times; traced at the first call) or eagerly
+            (no tracing: for a few calls).
           dynamics: a `tbkit.model.measure.StepDynamics` (what the Trainer's recording
             step and the callback's probe measure): writes the gradient
             summaries too (optional).
@@ -352,32 +403,29 @@ class LayerRecorder:
             raise ValueError("record needs a step (or tf.summary.experimental.set_step)")
         if not bool(tf.summary.should_record_summaries()):
             return False
-        step = tf.convert_to_tensor(step, tf.int64)
-        tensors = dynamics.tensors() if dynamics is not None else None
-        args = [step, inputs, tensors]
-        while args and args[-1] is None:  # one trace per kind of call, not per None
-            args.pop()
-        if compiled:
-            if self._compiled is None:
-                self._compiled = tf.function(
-                    self._summaries, reduce_retracing=True, autograph=False
-                )
-            ok, fractions = self._compiled(*args)
-        else:
-            ok, fractions = self._summaries(*args)
-        self.latest = self._host_dynamics(int(step), fractions, dynamics)
+        step = int(step)
+        acts = {}
+        if dynamics is not None and dynamics.activations is not None:  # the step's own pass
+            acts = {
+                n: {k: np.asarray(v) for k, v in d.items()} for n, d in dynamics.activations.items()
+            }
+        elif inputs is not None and self._probe is not None:
+            acts = self._activations(inputs, compiled)
+        entries, flagged, fractions = self._entries(acts, dynamics)
+        ok = write_eagerly(entries, step=step)
+        for scope, count in flagged:
+            warn_nonfinite(scope, count)
+        self.latest = self._host_dynamics(step, fractions, dynamics)
         for tag, kernel in self.kernels.items() if filters else ():
             tbi.filters_summary(tag, np.asarray(kernel.numpy()), step=step)
         return bool(ok)
 
-    def _host_dynamics(self, step: int, fractions, dyn: StepDynamics | None) -> Dynamics | None:
-        fractions = np.asarray(fractions)
-        if dyn is None and not len(fractions):
+    def _host_dynamics(self, step: int, fractions: dict, dyn: StepDynamics | None):
+        if dyn is None and not fractions:
             return None
         d = Dynamics(step)
-        if len(fractions):
-            for owner, (zero, dead) in zip(self._owners, fractions, strict=True):
-                d.zero_fraction[owner], d.dead_fraction[owner] = float(zero), float(dead)
+        for owner, (zero, dead) in fractions.items():
+            d.zero_fraction[owner], d.dead_fraction[owner] = float(zero), float(dead)
         if dyn is not None:
             grad, weight, update = (
                 np.asarray(t) for t in (dyn.gradient_norm, dyn.weight_norm, dyn.update_norm)

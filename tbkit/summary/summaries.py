@@ -317,29 +317,78 @@ def variable_summaries(
     return tf.cond(tf.summary.should_record_summaries(), record, lambda: tf.constant(False))
 
 
+_SCALAR_METADATA = None
+_HISTOGRAM_METADATA = None
+
+
+def _metadata():
+    global _SCALAR_METADATA, _HISTOGRAM_METADATA
+    if _SCALAR_METADATA is None:
+        from tensorboard.plugins.histogram import metadata as histogram_metadata
+        from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+        _SCALAR_METADATA = scalar_metadata.create_summary_metadata(None, None)
+        _HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata(None, None)
+    return _SCALAR_METADATA, _HISTOGRAM_METADATA
+
+
+def summary_proto(values):
+    """One `Summary` proto of `[(tag, kind, value)]` (see `write_eagerly`), built
+    field by field: about 2 us per value, against ~20 us through `make_tensor_proto`."""
+    from tensorboard.compat.proto import summary_pb2, types_pb2
+
+    scalar_md, histogram_md = _metadata()
+    summary = summary_pb2.Summary()
+    for tag, kind, value in values:
+        if kind == "scalar":
+            entry = summary.value.add(tag=tag, metadata=scalar_md)
+            entry.tensor.dtype = types_pb2.DT_FLOAT
+            entry.tensor.tensor_shape.SetInParent()
+            entry.tensor.float_val.append(float(value))
+        elif kind == "histogram":
+            table = np.ascontiguousarray(value, dtype="<f8")
+            entry = summary.value.add(tag=tag, metadata=histogram_md)
+            entry.tensor.dtype = types_pb2.DT_DOUBLE
+            for size in table.shape:
+                entry.tensor.tensor_shape.dim.add(size=size)
+            entry.tensor.tensor_content = table.tobytes()
+        else:
+            raise ValueError(f"unknown summary kind {kind!r} for {tag!r}")
+    return summary
+
+
 def write_eagerly(values, step=None) -> tf.Tensor:
     """Writes eager summaries as one raw `Summary` proto: `[(tag, kind, value)]`.
 
     `kind` is `"scalar"` (a number) or `"histogram"` (a `[k, 3]` bucket array as
-    `histogram` computes it). The events are what `tf.summary.scalar` and
-    `histogram` write (same plugins, dtypes and tags), at ~0.03 ms per value
-    instead of ~0.8 ms per eager summary op: an epoch-end recording writes dozens.
+    `histogram` computes it). The events hold what `tf.summary.scalar` and
+    `histogram` write (same plugins, dtypes, shapes and tags) for one write op
+    whatever their number, instead of ~0.8 ms per eager summary op.
     """
-    from tensorboard.compat.proto import summary_pb2
-    from tensorboard.plugins.histogram import metadata as histogram_metadata
-    from tensorboard.plugins.scalar import metadata as scalar_metadata
-    from tensorboard.util import tensor_util
+    return tf.summary.experimental.write_raw_pb(
+        summary_proto(values).SerializeToString(), step=step
+    )
 
-    kinds = {
-        "scalar": (scalar_metadata.create_summary_metadata(None, None), np.float32),
-        "histogram": (histogram_metadata.create_summary_metadata(None, None), np.float64),
-    }
-    summary = summary_pb2.Summary()
-    for tag, kind, value in values:
-        metadata, dtype = kinds[kind]
-        entry = summary.value.add(tag=tag, metadata=metadata)
-        entry.tensor.CopyFrom(tensor_util.make_tensor_proto(np.asarray(value, dtype=dtype)))
-    return tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+
+def statistics_entries(var, scope: str, histogram: bool, buckets=None) -> tuple[list, int]:
+    """`variable_summaries`' values of `var` in numpy: `([(tag, kind, value)], nonfinite)`,
+    the tags under `scope` (which ends with `/`)."""
+    count = None if not histogram else (30 if buckets is None else int(buckets))
+    (_, nonfinite, *stats), table = _host_statistics(var, count)
+    values = [
+        (scope + tag, "scalar", value)
+        for tag, value in zip(("mean", "stddev", "min", "max"), stats, strict=True)
+    ]
+    if histogram:
+        values.append((scope + "histogram", "histogram", table))
+    if nonfinite:
+        values.append((scope + "nonfinite", "scalar", float(nonfinite)))
+    return values, int(nonfinite)
+
+
+def warn_nonfinite(scope: str, count: int) -> None:
+    """The once-per-name warning of `variable_summaries` about non-finite values."""
+    _warn_nonfinite(scope.encode(), count)
 
 
 def _record_eagerly(var, scope: str, step, histogram: bool, buckets) -> tf.Tensor:
@@ -350,19 +399,10 @@ def _record_eagerly(var, scope: str, step, histogram: bool, buckets) -> tf.Tenso
     """
     if not bool(tf.summary.should_record_summaries()):
         return tf.constant(False)
-    count = None if not histogram else (30 if buckets is None else int(buckets))
-    (_, nonfinite, *stats), table = _host_statistics(tf.convert_to_tensor(var), count)
-    values = [
-        (scope + tag, "scalar", value)
-        for tag, value in zip(("mean", "stddev", "min", "max"), stats, strict=True)
-    ]
-    if histogram:
-        values.append((scope + "histogram", "histogram", table))
-    if nonfinite:
-        values.append((scope + "nonfinite", "scalar", float(nonfinite)))
+    values, nonfinite = statistics_entries(tf.convert_to_tensor(var), scope, histogram, buckets)
     ok = write_eagerly(values, step=step)
     if nonfinite:
-        _warn_nonfinite(scope[:-1].encode(), nonfinite)
+        warn_nonfinite(scope[:-1], nonfinite)
     return ok
 
 
