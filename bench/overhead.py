@@ -17,7 +17,16 @@ machine noise hits all of them alike):
                activation fractions, global norm, learning rate)
 
 Prints the median seconds per step of each configuration and its ratio to
-`bare`. Not a test: the numbers depend on the machine and its load.
+`bare`. Then, as a run pays it: a `tbkit.Trainer.fit` of the same network
+with the defaults except `summary_every=10` (`--fit-steps`), each step timed
+from the Trainer's step-begin to its step-end hook (train step, recording and
+every hook of the step): one recording's cost is the median recorded step
+minus the median plain step of the same fit. Next to it the numpy floor of
+the same values (the weights, the gradients and the activations of one
+recording): for each tensor its min, max, sum, sum of squares and a
+30-bucket `bincount`, the least any implementation of these summaries must
+compute, single-threaded. Not a test: the numbers depend on the machine and
+its load.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tbkit  # noqa: E402
@@ -49,6 +59,9 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--data-dir", default=os.path.join("tests", "data", "mnist_fixture"))
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--fit-steps", type=int, default=600, help="steps of the Trainer.fit measurement (0: skip)"
+    )
     args = parser.parse_args(argv)
 
     data = tbkit.datasets.mnist.load(args.data_dir, validation_size=100, log=lambda _: None)
@@ -65,9 +78,11 @@ def main(argv=None) -> None:
     # of the logged batch and the filter grids.
     recorder = tbkit.LayerRecorder(model)
     dyn_recorder = tbkit.LayerRecorder(model, activation_fractions=True)  # what the Trainer uses
-    train_step = make_train_step(
-        tf.distribute.get_strategy(), model, opt, loss, window, True, probe=dyn_recorder
-    )
+    strategy = tf.distribute.get_strategy()
+    try:  # the recording step takes the activations from its own forward pass
+        train_step = make_train_step(strategy, model, opt, loss, window, True, probe=dyn_recorder)
+    except TypeError:  # a tbkit from before that (to measure side by side)
+        train_step = make_train_step(strategy, model, opt, loss, window, True)
 
     recordings: dict[bool, list[float]] = {False: [], True: []}  # seconds per recording
 
@@ -135,6 +150,83 @@ def main(argv=None) -> None:
         print(f"# one {name} recording: median {rec * 1e3:.1f} ms over {len(recordings[dyn])}")
         for c in cadences:
             print(f"# {name}-{c}: expected ratio from it {1 + rec / (c * bare):.3f}")
+    if args.fit_steps:
+        in_fit(args, data, bare)
+
+
+class _StepTimes(tbkit.Hook):
+    """Each step's time from the Trainer's step-begin hook to its step-end hook."""
+
+    def __init__(self):
+        self.times: dict[int, float] = {}
+
+    def on_step_begin(self, run, step):
+        self._t = time.perf_counter()
+
+    def on_step_end(self, run, step):
+        self.times[step] = time.perf_counter() - self._t
+
+
+def _floor(values) -> float:
+    """Seconds for numpy's least computation of the summaries of `values`."""
+    t = time.perf_counter()
+    for v in values:
+        x = v.reshape(-1)
+        lo, hi = x.min(), x.max()
+        x.sum(dtype=np.float64)
+        np.dot(x, x)
+        scale = 30 / (hi - lo) if hi > lo else 0.0
+        np.bincount(((x - lo) * scale).astype(np.intp), minlength=31)
+    return time.perf_counter() - t
+
+
+def in_fit(args, data, bare: float) -> None:
+    """One default recording as `Trainer.fit` pays it, against its numpy floor."""
+    every = 10
+    model = MnistCNN()
+    times = _StepTimes()
+    with tempfile.TemporaryDirectory() as logdir:
+        trainer = tbkit.Trainer(
+            model, keras.optimizers.Adam(1e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True), logdir,
+            summary_every=every, eval_every=10**9, checkpoint_every=10**9, patience=None,
+            hooks=[times], progress=False, log=lambda _: None,
+        )  # fmt: skip
+        train = tbkit.datasets.train_dataset(
+            data.train_images, data.train_labels, args.batch_size, seed=1
+        )
+        val = tf.data.Dataset.from_tensor_slices(
+            (data.validation_images, data.validation_labels)
+        ).batch(100)
+        trainer.fit(train, val, steps=args.fit_steps)
+        # The same values one recording summarises, for the floor.
+        x, y = next(iter(train))
+        _, _, dyn = trainer._train_step.recording(x, y)
+        recorder = trainer.recorder
+        values = [np.asarray(v.numpy()) for v in recorder.tags.values()]
+        values += [np.asarray(g) for g in dyn.gradients]
+        values += [np.asarray(a) for a in recorder._probe(x).values()]
+    steps = sorted(times.times)[3 * every :]  # after the first recordings' tracing
+    recorded = [times.times[s] for s in steps if s % every == 0 and s != steps[-1]]
+    plain = [times.times[s] for s in steps if s % every]
+    one = statistics.median(recorded) - statistics.median(plain)
+    floor = statistics.median(_floor(values) for _ in range(15))
+    n = sum(v.size for v in values)
+    step_ms = statistics.median(plain) * 1e3
+    print(
+        f"# in Trainer.fit ({args.fit_steps} steps, a recording every {every}; "
+        f"{len(recorded)} recordings, {len(plain)} plain steps timed):"
+    )
+    print(f"#   plain step {step_ms:.1f} ms (the bench's bare step {bare * 1e3:.1f} ms)")
+    print(
+        f"#   one default recording (dynamics on) {one * 1e3:.1f} ms = "
+        f"{one * 1e3 / step_ms:.2f} plain steps = {one / bare:.2f} bare steps"
+    )
+    print(
+        f"#   its numpy floor ({n:,} values: weights, gradients, activations) "
+        f"{floor * 1e3:.1f} ms ({floor / n * 1e9:.2f} ns per value)"
+    )
+    print(f"#   recording / floor {one / floor:.2f}")
 
 
 if __name__ == "__main__":

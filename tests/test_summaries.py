@@ -227,3 +227,27 @@ def test_large_statistics_memory_is_bounded():
     finally:
         tracemalloc.stop()
     assert peak < 0.1 * data.nbytes, peak
+
+
+def test_recorder_histograms_are_tensorboards_in_float32(tmp_path):
+    """The layer recorder's compact histograms: TensorBoard's counts exactly, its edges to
+    float32's precision, half the bytes; a count float32 cannot hold keeps float64."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(40, name="d")])
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    big = np.array([[0.0, 1.0, float(1 << 24) + 1], [1.0, 2.0, 3.0]])
+    with writer.as_default(step=1):
+        tf.summary.histogram("theirs", model.get_layer("d").kernel)
+        tbkit.LayerRecorder(model, images=False).record(1)
+        tbkit.summary.summaries.write_eagerly([("big", "histogram", big)], compact=True)
+    writer.close()
+    acc = load_events(str(tmp_path))
+    theirs = tf.make_ndarray(acc.Tensors("theirs")[0].tensor_proto)
+    ours = tf.make_ndarray(acc.Tensors("d/kernel/histogram")[0].tensor_proto)
+    assert ours.dtype == np.float32 and theirs.dtype == np.float64
+    np.testing.assert_array_equal(ours[:, 2], theirs[:, 2])
+    np.testing.assert_allclose(ours[:, :2], theirs[:, :2], rtol=1e-7)
+    kept = tf.make_ndarray(acc.Tensors("big")[0].tensor_proto)
+    assert kept.dtype == np.float64 and kept[0, 2] == (1 << 24) + 1

@@ -332,9 +332,25 @@ def _metadata():
     return _SCALAR_METADATA, _HISTOGRAM_METADATA
 
 
-def summary_proto(values):
+EXACT_IN_FLOAT32 = 1 << 24
+"""Counts up to this are exact in float32 (its 24-bit significand)."""
+
+
+def _histogram_dtype(table: np.ndarray, compact: bool):
+    """float64 (`tf.summary.histogram`'s), or with `compact` float32 when that holds
+    every count exactly and every edge within range (half the bytes)."""
+    if compact and table.size:
+        counts_exact = table[:, 2].max() < EXACT_IN_FLOAT32
+        edges_in_range = np.abs(table[:, :2]).max() < np.finfo(np.float32).max
+        if counts_exact and edges_in_range:
+            return "<f4"
+    return "<f8"
+
+
+def summary_proto(values, compact: bool = False):
     """One `Summary` proto of `[(tag, kind, value)]` (see `write_eagerly`), built
-    field by field: about 2 us per value, against ~20 us through `make_tensor_proto`."""
+    field by field: about 2 us per value, against ~20 us through `make_tensor_proto`.
+    With `compact`, histograms are float32 where that is exact for their counts."""
     from tensorboard.compat.proto import summary_pb2, types_pb2
 
     scalar_md, histogram_md = _metadata()
@@ -346,9 +362,11 @@ def summary_proto(values):
             entry.tensor.tensor_shape.SetInParent()
             entry.tensor.float_val.append(float(value))
         elif kind == "histogram":
-            table = np.ascontiguousarray(value, dtype="<f8")
+            table = np.asarray(value, dtype=np.float64)
+            table = np.ascontiguousarray(table, dtype=_histogram_dtype(table, compact))
             entry = summary.value.add(tag=tag, metadata=histogram_md)
-            entry.tensor.dtype = types_pb2.DT_DOUBLE
+            single = table.dtype == np.float32
+            entry.tensor.dtype = types_pb2.DT_FLOAT if single else types_pb2.DT_DOUBLE
             for size in table.shape:
                 entry.tensor.tensor_shape.dim.add(size=size)
             entry.tensor.tensor_content = table.tobytes()
@@ -357,16 +375,19 @@ def summary_proto(values):
     return summary
 
 
-def write_eagerly(values, step=None) -> tf.Tensor:
+def write_eagerly(values, step=None, compact: bool = False) -> tf.Tensor:
     """Writes eager summaries as one raw `Summary` proto: `[(tag, kind, value)]`.
 
     `kind` is `"scalar"` (a number) or `"histogram"` (a `[k, 3]` bucket array as
     `histogram` computes it). The events hold what `tf.summary.scalar` and
     `histogram` write (same plugins, dtypes, shapes and tags) for one write op
-    whatever their number, instead of ~0.8 ms per eager summary op.
+    whatever their number, instead of ~0.8 ms per eager summary op. With
+    `compact`, a histogram whose counts float32 holds exactly (below 2**24 per
+    bucket) is written as float32: the same counts, edges to float32's 7 digits,
+    half the bytes (TensorBoard reads either).
     """
     return tf.summary.experimental.write_raw_pb(
-        summary_proto(values).SerializeToString(), step=step
+        summary_proto(values, compact).SerializeToString(), step=step
     )
 
 
