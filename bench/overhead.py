@@ -184,6 +184,7 @@ def in_fit(args, data, bare: float) -> None:
     """One default recording as `Trainer.fit` pays it, against its numpy floor."""
     every = 10
     model = MnistCNN()
+    model(tf.zeros((1, 28, 28, 1)))
     times = _StepTimes()
     with tempfile.TemporaryDirectory() as logdir:
         trainer = tbkit.Trainer(
@@ -195,9 +196,7 @@ def in_fit(args, data, bare: float) -> None:
         train = tbkit.datasets.train_dataset(
             data.train_images, data.train_labels, args.batch_size, seed=1
         )
-        val = tf.data.Dataset.from_tensor_slices(
-            (data.validation_images, data.validation_labels)
-        ).batch(100)
+        val = tbkit.datasets.eval_dataset(data.validation_images, data.validation_labels)
         trainer.fit(train, val, steps=args.fit_steps)
         # The same values one recording summarises, for the floor.
         x, y = next(iter(train))

@@ -15,6 +15,7 @@ tiles share one symmetric colour scale `[-max|w|, +max|w|]` through the
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 import matplotlib
@@ -124,17 +125,24 @@ def confusion_matrix_text(cm, class_names: Sequence[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+DRAWING = threading.Lock()
+"""Held while tbkit renders a figure: the validation pictures are drawn in a worker
+thread, and matplotlib's font objects are shared between figures."""
+
+
 def figure_to_image(fig) -> np.ndarray:
     """Renders a matplotlib figure to an RGB uint8 array with Agg, then closes it.
 
     No display is needed; pyplot figures are closed so they do not accumulate.
     """
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
+    with DRAWING:  # matplotlib's fonts are shared and not thread-safe
+        canvas.draw()
     image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-    import matplotlib.pyplot as plt  # only to release pyplot-managed figures
+    if getattr(canvas, "manager", None) is not None:  # a pyplot figure: release it
+        import matplotlib.pyplot as plt
 
-    plt.close(fig)
+        plt.close(fig)
     return image
 
 
@@ -275,6 +283,24 @@ def image_summary(
         return tf.stack([tf.as_string(image.shape[1]), tf.as_string(image.shape[0]), png])
 
     with tf.summary.experimental.summary_scope(name, "image_summary") as (tag, _):
+        return tf.summary.write(tag=tag, tensor=tensor, step=step, metadata=summary_metadata)
+
+
+def encoded(image: np.ndarray) -> tuple[bytes, int, int]:
+    """`(PNG, width, height)` of a uint8 `(H, W, 3)` picture, compact (`_compact_png`):
+    what `png_summary` writes. Pure numpy and PIL: safe in a worker thread."""
+    image = np.asarray(image, dtype=np.uint8)
+    return _compact_png(image), image.shape[1], image.shape[0]
+
+
+def png_summary(name: str, picture: tuple[bytes, int, int], step=None):
+    """Writes an `encoded` picture as image `name`, in the format of `tf.summary.image`."""
+    from tensorboard.plugins.image import metadata
+
+    png, width, height = picture
+    summary_metadata = metadata.create_summary_metadata(display_name=None, description=None)
+    with tf.summary.experimental.summary_scope(name, "image_summary") as (tag, _):
+        tensor = tf.constant([str(width).encode(), str(height).encode(), png])
         return tf.summary.write(tag=tag, tensor=tensor, step=step, metadata=summary_metadata)
 
 
