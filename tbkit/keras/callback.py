@@ -234,7 +234,11 @@ class TensorBoardRun(keras.callbacks.Callback):
             activation_fractions=batch is not None,
         )  # fmt: skip
         compiled = self.summary_every != "epoch"
-        self._probe = Probe(self.model, batch, compiled) if batch is not None else None
+        self._probe = (
+            Probe(self.model, batch, compiled, recorder=self.recorder)
+            if batch is not None
+            else None
+        )
         with strategy.scope():
             self.state = RunState(
                 self.run_dir,

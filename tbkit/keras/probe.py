@@ -1,7 +1,8 @@
 """The callback's view of the training dynamics: `fit`'s own step is out of a
 callback's reach, so the gradients are taken on a probe batch.
 
-The probe runs the model in training mode on a fixed `(x, y)` batch and puts
+The probe runs the model in training mode on a fixed `(x, y)` batch (one forward
+pass: the layer recorder's, which also returns the activations it records) and puts
 every non-trainable variable (BatchNorm statistics, dropout seeds) and metric
 back afterwards, so probing changes nothing; the update ratio comes from the
 weights copied at the recorded batch's start and read at its end. What it
@@ -39,8 +40,11 @@ class Probe:
         them eagerly (once an epoch: tracing would cost more than it saves).
     """
 
-    def __init__(self, model, batch, compiled: bool):
+    def __init__(self, model, batch, compiled: bool, recorder=None):
         self.model, self.batch, self.compiled = model, batch, compiled
+        # The recorder's forward pass also returns the activations it records: the
+        # probe's one training-mode pass gives the gradients and the activations.
+        self.recorder = recorder
         self._fns = None
         self._before = None
 
@@ -52,16 +56,23 @@ class Probe:
             (lambda f: tf.function(f, reduce_retracing=True)) if self.compiled else (lambda f: f)
         )
 
+        recorder = self.recorder
+        forward = getattr(recorder, "training_forward", None)
+
         @compile_
         def gradients(x, y):
             saved = [tf.identity(v.value) for v in restore]
             with tf.GradientTape() as tape:
-                y_pred = model(x, training=True)
+                if forward is not None:
+                    y_pred, acts = forward(x)
+                else:
+                    y_pred, acts = model(x, training=True), None
                 loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
             grads = tape.gradient(loss, variables)
             for v, value in zip(restore, saved, strict=True):
                 v.assign(value)
-            return dense_gradients(grads, variables)
+            reduced = recorder.reduce_activations(acts) if acts is not None else {}
+            return dense_gradients(grads, variables), reduced
 
         @compile_
         def snapshot():
@@ -92,6 +103,9 @@ class Probe:
         seen = self._before is not None  # else no snapshot of this batch: no update ratio
         before, rate = self._before if seen else (snapshot(), self._rate())
         self._before = None
-        grads, missing = gradients(*self.batch)
+        (grads, missing), acts = gradients(*self.batch)
         dyn = measured(grads, before, tf.constant(rate, tf.float32), seen)
-        return dyn._replace(no_gradient=frozenset(int(i) for i in np.asarray(missing).reshape(-1)))
+        return dyn._replace(
+            no_gradient=frozenset(int(i) for i in np.asarray(missing).reshape(-1)),
+            activations=acts or None,
+        )
