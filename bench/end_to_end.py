@@ -219,6 +219,7 @@ def one_run(data_dir: str | None, extra: str, logdir: str) -> dict:
         "iterations": max(int(m) for m in re.findall(r"^Iter:\s+(\d+)", stdout, re.M)),
         "validations": len(re.findall(r"^Iter:", stdout, re.M)),
         "split": re.search(r"^Time split: (.*)$", stdout, re.M)[1],
+        "validation_s": float(re.search(r"validation \d+% \(([\d.]+) s\)", stdout)[1]),
         "test": re.search(r"^Accuracy on Test-Set: (.*)$", stdout, re.M)[1],
         "peak_mb": usage.ru_maxrss / 1024,
     }
@@ -302,6 +303,11 @@ def main(argv=None) -> None:
               f"event files {r['events_mb'] / (r['iterations'] / 1000):.3f} MB per 1,000 "
               f"iterations")  # fmt: skip
     print(f"wall / floor, median of {len(floors)}: {statistics.median(floors):.3f}")
+    for i, r in enumerate(results, 1):
+        bare_total = r["validations"] * r["bare_validation"]
+        print(f"run {i}: validation inside the run {r['validation_s']:.1f} s (the evaluator's "
+              f"first call traces it) = {r['validation_s'] / bare_total:.3f} x {r['validations']} "
+              f"bare validation passes ({bare_total:.1f} s)")  # fmt: skip
 
     per_validation, project, pr_bytes = bare.dashboards_seconds()
     print("\n# what the classifier dashboards add (issue 16), timed in this process")

@@ -226,6 +226,11 @@ def in_fit(args, data, bare: float) -> None:
         f"{floor * 1e3:.1f} ms ({floor / n * 1e9:.2f} ns per value)"
     )
     print(f"#   recording / floor {one / floor:.2f}")
+    first, first_recorded = times.times[1], times.times[every]
+    print(
+        f"#   start-up: the first step {first:.2f} s (traces the train step), the first "
+        f"recorded step {first_recorded:.2f} s (traces its recording variant and the recorder)"
+    )
 
 
 if __name__ == "__main__":

@@ -213,7 +213,9 @@ def train(
     other = max(0.0, elapsed - sum(timings[k] for k in parts))
     log(
         "Time split: "
-        + ", ".join(f"{k.replace('_', ' ')} {timings[k] / elapsed:.0%}" for k in parts)
+        + ", ".join(
+            f"{k.replace('_', ' ')} {timings[k] / elapsed:.0%} ({timings[k]:.1f} s)" for k in parts
+        )
         + f", other {other / elapsed:.0%}"
     )
     log(
