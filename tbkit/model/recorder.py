@@ -15,8 +15,11 @@ rule, used by `tbkit.Trainer`, `tbkit.keras.TensorBoardRun`,
 - every 4-D trainable kernel (2-D convolutions) is also drawn as a filter grid,
   `<layer path>/filters`.
 
-Recording happens when the caller asks (at its cadence), in a separate
-compiled function or eagerly, never inside the train step.
+Recording happens when the caller asks (at its cadence), never inside the
+train step: the weights, the gradients a recording step measured and the
+activations (of that step's own forward pass, or of one probe pass) are read
+once each and summarised on the host, and the recording is written as one
+`Summary`.
 """
 
 from __future__ import annotations
