@@ -297,3 +297,24 @@ def test_callback_switches_and_probe_size(tmp_path, digits):
             loss = model.compute_loss(x=x[:10], y=y[:10], y_pred=pred, training=True)
         g = tape.gradient(loss, model.get_layer("head").kernel)
         assert scalars(acc, "head/kernel/gradient_norm")[2] == pytest.approx(l2(g), rel=1e-4)
+
+
+def test_the_step_takes_activations_only_from_a_call_that_is_the_graph():
+    """The recording step computes the activations in its own forward pass only when the
+    model's call is its layers' graph; a functional subclass with its own `call` keeps
+    its call, and its activations come from a probe pass of the recorded batch."""
+
+    class Doubled(keras.Model):
+        def call(self, x, training=False):
+            return super().call(x, training=training) * 2.0
+
+    inp = keras.Input((4,))
+    out = keras.layers.Dense(3, activation="relu", name="d")(inp)
+    plain, doubled = keras.Model(inp, out), Doubled(inp, out)
+    assert tbkit.LayerRecorder(plain, activation_fractions=True).training_forward is not None
+    recorder = tbkit.LayerRecorder(doubled, activation_fractions=True)
+    assert recorder.training_forward is None
+    x = tf.ones((2, 4))
+    y, acts = tbkit.LayerRecorder(plain).training_forward(x)
+    np.testing.assert_allclose(y.numpy(), plain(x).numpy())
+    np.testing.assert_allclose(acts["d"].numpy(), plain(x).numpy())

@@ -161,6 +161,15 @@ def _structure(model, which: str):
         return found[0] if len(found) == 1 else found
 
 
+def _calls_its_graph(model) -> bool:
+    """Whether `model(x)` is its layers' graph: a tbkit `Model`, or a functional /
+    Sequential model whose class keeps Keras' own `call`."""
+    if getattr(model, "tbkit_forward", False):
+        return True
+    owner = getattr(type(model).call, "__qualname__", "")
+    return owner in ("Functional.call", "Sequential.call")
+
+
 class _Probe:
     """The activations of a model's top-level layers: `probe(x)` in inference mode,
     `probe.training(x) -> (y_pred, activations)` in training mode (the model's own
@@ -299,8 +308,11 @@ class LayerRecorder:
         """`forward(x) -> (y_pred, {layer tag: activation})`: the model's training-mode
         call that also returns the activations the recorder probes (one forward pass;
         the train step's recording variant uses it), or None when the model has none
-        to probe (subclassed models) or the recorder records none."""
-        return None if self._probe is None else self._probe.training
+        to probe (subclassed models), the recorder records none, or the model's class
+        overrides the graph's `call` (its call may not be its layers' graph)."""
+        if self._probe is None or not _calls_its_graph(self.model):
+            return None
+        return self._probe.training
 
     def reduce_activations(self, acts: dict) -> dict:
         """`{layer tag: {"values"?, "zero", "dead"}}` of the probed activations: the
