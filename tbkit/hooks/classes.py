@@ -79,12 +79,10 @@ class ValidationPictures(_Throttled):
 
     Args:
       every: the least number of summary steps between two pictures (1: every improvement).
-      background: draw in the worker thread (default True); False: on the spot.
     """
 
-    def __init__(self, every: int = 1, background: bool = True):
+    def __init__(self, every: int = 1):
         super().__init__(every)
-        self.background = background
         self._pool: ThreadPoolExecutor | None = None
         self._drawing: list[tuple[int, Future]] = []
 
@@ -117,9 +115,6 @@ class ValidationPictures(_Throttled):
         wrong = (c.labels != c.predictions).nonzero()[0][:9]
         images = run.validation.images_at(wrong) if run.validation is not None else None
         args = (c.labels, c.predictions, classes, run.class_names, wrong, images)
-        if not self.background:
-            self._put(run, step, _draw(*args))
-            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="tbkit-pictures")
         self._drawing.append((step, self._pool.submit(_draw, *args)))
