@@ -228,6 +228,11 @@ def _activation_probe(model, owner_names: dict[int, str]) -> _Probe | None:
     return _Probe(run)
 
 
+def _on_host(probed: dict) -> dict:
+    """`reduce_activations`' tensors as numpy arrays."""
+    return {name: {k: np.asarray(v) for k, v in d.items()} for name, d in probed.items()}
+
+
 def _by_layer(model, acts: dict):
     for layer in model.layers:
         if layer.name in acts:
@@ -341,7 +346,7 @@ class LayerRecorder:
             acts = self._compiled(x)
         else:
             acts = self._probed(x)
-        return {name: {k: np.asarray(v) for k, v in d.items()} for name, d in acts.items()}
+        return _on_host(acts)
 
     def _entries(self, acts: dict, dyn) -> tuple[list, list, dict]:
         """Every summary of one recording, computed on the host from one read of each
@@ -422,9 +427,7 @@ class LayerRecorder:
         step = int(step)
         acts = {}
         if dynamics is not None and dynamics.activations is not None:  # the step's own pass
-            acts = {
-                n: {k: np.asarray(v) for k, v in d.items()} for n, d in dynamics.activations.items()
-            }
+            acts = _on_host(dynamics.activations)
         elif inputs is not None and self._probe is not None:
             acts = self._activations(inputs, compiled)
         entries, flagged, fractions = self._entries(acts, dynamics)
