@@ -88,6 +88,43 @@ def test_both_doors_emit_the_same_events_to_a_users_hook(tmp_path, digits):
     assert journal.events[-1][:2] == ("end", 2) and journal.events[-1][3] is False
 
 
+class Steps(Hook):
+    """Listens to the per-step events only (a user's step timer)."""
+
+    def __init__(self):
+        self.begun, self.ended = [], []
+
+    def on_step_begin(self, run, step):
+        self.begun.append(step)
+
+    def on_step_end(self, run, step):
+        self.ended.append(step)
+
+
+def test_a_users_step_hook_sees_every_step_at_both_doors(tmp_path, digits):
+    x, y = digits
+    steps = Steps()
+    trainer = tbkit.Trainer(model(), keras.optimizers.Adam(1e-3), SCCE, tmp_path / "t",
+                            eval_every=4, hooks=[steps], progress=False, log=lambda _: None)  # fmt: skip
+    trainer.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(64), steps=8)
+    assert steps.begun == steps.ended == list(range(1, 9))
+
+    # Under fit the steps are optimizer.iterations: 4 batches an epoch, counted on across
+    # epochs and across a resumed fit.
+    steps = Steps()
+    m = model()
+    m.compile(keras.optimizers.Adam(1e-3), SCCE, metrics=["accuracy"])
+    cb = tbk.TensorBoardRun(str(tmp_path / "k"), hooks=[steps], log=lambda _: None)
+    m.fit(x, y, batch_size=64, epochs=2, validation_data=(x, y), verbose=0, callbacks=[cb])
+    assert steps.begun == steps.ended == list(range(1, 9))
+    steps = Steps()
+    m = model()
+    m.compile(keras.optimizers.Adam(1e-3), SCCE, metrics=["accuracy"])
+    cb = tbk.TensorBoardRun(str(tmp_path / "k"), hooks=[steps], log=lambda _: None)
+    m.fit(x, y, batch_size=64, epochs=3, validation_data=(x, y), verbose=0, callbacks=[cb])
+    assert steps.begun == steps.ended == list(range(9, 13))
+
+
 def test_a_users_hook_stops_the_run_at_both_doors(tmp_path, digits):
     x, y = digits
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)

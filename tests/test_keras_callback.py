@@ -121,3 +121,53 @@ def test_variable_tags_are_collision_free():
     assert len(set(map(id, tags.values()))) == 4
     with pytest.raises(ValueError, match="summary_every"):
         tbk.TensorBoardRun("x", summary_every=0)
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_restore_best_weights_leaves_the_model_at_its_best_epoch(tmp_path, data, restore):
+    x, y, xv, yv = data
+    x, y = x[:600], y[:600]
+
+    def weights_of(path):
+        fresh = stock_model(seed=9)
+        tf.train.Checkpoint(model=fresh).restore(path).expect_partial()
+        return [v.numpy() for v in fresh.trainable_variables]
+
+    def same(a, b):
+        return all(np.array_equal(u, w) for u, w in zip(a, b, strict=True))
+
+    # An absurd min_delta: epoch 1 is the best, epochs 2 and 3 train on without improving.
+    model = stock_model()
+    cb = tbk.TensorBoardRun(
+        str(tmp_path / "earlier"), min_delta=0.5, images=False, restore_best_weights=restore
+    )
+    model.fit(x, y, batch_size=100, epochs=3, validation_data=(xv, yv), callbacks=[cb], verbose=0)
+    assert cb.best.best_path.endswith("best-1")
+    final = [v.numpy() for v in model.trainable_variables]
+    assert same(final, weights_of(cb.best.best_path)) == restore
+    assert same(final, weights_of(tf.train.latest_checkpoint(cb.state.latest_dir))) != restore
+
+    # The last epoch is the best: the model keeps what it holds, which is the best's.
+    model = stock_model()
+    cb = tbk.TensorBoardRun(str(tmp_path / "last"), images=False, restore_best_weights=restore)
+    model.fit(x, y, batch_size=100, epochs=1, validation_data=(xv, yv), callbacks=[cb], verbose=0)
+    assert cb.best.best_path.endswith("best-1")
+    assert same([v.numpy() for v in model.trainable_variables], weights_of(cb.best.best_path))
+
+    # A loss that turns NaN in epoch 2, after epoch 1 was the best: fit stops with an
+    # error, and the model is left with the best weights (or, without restoring, NaN).
+    model = stock_model()
+    bias = model.get_layer("logits").bias
+
+    class Poison(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.model.optimizer.iterations.numpy() == 8:  # the third batch of epoch 2
+                bias.assign(np.full(bias.shape, np.nan, "float32"))
+
+    cb = tbk.TensorBoardRun(str(tmp_path / "nan"), images=False, restore_best_weights=restore)
+    with pytest.raises(tbkit.TrainingError, match="loss became nan"):
+        model.fit(x, y, batch_size=100, epochs=3, validation_data=(xv, yv), verbose=0,
+                  callbacks=[Poison(), cb])  # fmt: skip
+    assert cb.best.best_path.endswith("best-1")
+    final = [v.numpy() for v in model.trainable_variables]
+    assert same(final, weights_of(cb.best.best_path)) == restore

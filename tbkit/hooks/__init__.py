@@ -37,7 +37,10 @@ def default_hooks(
     hparams: dict | None = None,
 ) -> list[Hook]:
     """The hooks of a tbkit run, in the order they run, from the doors' options."""
-    hooks: list[Hook] = [Config(config, hparams), Profile(profile_steps), Summaries(), Health()]
+    # Without a profile window no hook listens to the steps, so a door need not find
+    # out each step's number (under fit, a read of optimizer.iterations per batch).
+    profile = [Profile(profile_steps)] if profile_steps is not None else []
+    hooks: list[Hook] = [Config(config, hparams), *profile, Summaries(), Health()]
     if class_metrics:
         hooks.append(ClassMetrics(pr_every=image_every))
     if images:

@@ -218,6 +218,12 @@ class Hooks:
         self._step_begin = [h for h in self.hooks if _overrides(h, "on_step_begin")]
         self._step_end = [h for h in self.hooks if _overrides(h, "on_step_end")]
 
+    @property
+    def listen_to_steps(self) -> tuple[bool, bool]:
+        """Whether any hook defines `on_step_begin`, and whether any defines `on_step_end`
+        (a caller can skip finding out the step for neither)."""
+        return bool(self._step_begin), bool(self._step_end)
+
     def check(self, model) -> None:
         for h in self.hooks:
             h.check(model)

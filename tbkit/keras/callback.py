@@ -40,6 +40,7 @@ The x axis of every summary is the global training step (`optimizer.iterations`)
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from collections.abc import Iterable
@@ -221,6 +222,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             classes = model_classes(self.model, first[0]) if first is not None else None
         self.class_names = check_class_names(self.class_names, classes)
         self.hooks.check(self.model)
+        self._step_hooks = self.hooks.listen_to_steps
         self.writers = RunWriters(self.run_dir, enabled=chief)
         batch = probe_batch(self.probe, data, self.probe_size) if self.dynamics else None
         if self.dynamics and batch is None:
@@ -261,6 +263,7 @@ class TensorBoardRun(keras.callbacks.Callback):
                     int(self.epoch.numpy()), self.params.get("epochs", 0)
                 )
         self._saved_epoch = int(self.epoch.numpy()) if self.state.resumed else None
+        self._at_best = False
         extended = strategy.extended
         self.run = Run(
             path=self.state.path, model=self.model, state=self.state, writers=self.writers,
@@ -300,7 +303,11 @@ class TensorBoardRun(keras.callbacks.Callback):
         return (self._step() + 1) % self.summary_every == 0
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.hooks.step_begin(self.run, self._step() + 1)
+        # Reading optimizer.iterations costs ~75 us: twice a batch it was most of the
+        # hooks' time under fit, so it is read only for hooks that take the step.
+        self._at_best = False  # the weights change from here on
+        if self._step_hooks[0]:
+            self.hooks.step_begin(self.run, self._step() + 1)
         if self._probe is not None and self._will_record(batch):
             self._probe.before_batch()
 
@@ -314,7 +321,8 @@ class TensorBoardRun(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         with self._aborting():
             self._batch_end(batch, logs)
-            self.hooks.step_end(self.run, self._step())
+            if self._step_hooks[1]:
+                self.hooks.step_end(self.run, self._step())
 
     def on_epoch_end(self, epoch, logs=None):
         with self._aborting():
@@ -348,7 +356,7 @@ class TensorBoardRun(keras.callbacks.Callback):
 
     def _batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
+        if loss is not None and not _finite(loss):
             self._diverge(float(np.asarray(loss).reshape(-1)[0]))
             return
         if self.summary_every != "epoch":
@@ -402,6 +410,7 @@ class TensorBoardRun(keras.callbacks.Callback):
         improved = False
         if value is not None:
             improved = self._weights_checked(lambda: self.state.record(float(value), epoch + 1))
+            self._at_best = improved  # the model holds the best checkpoint's weights
         else:
             self._warn_once(f"monitor {self.monitor!r} is not in the epoch's logs; no best is kept")
         with self.writers.scope("validation", step=step):
@@ -476,7 +485,8 @@ class TensorBoardRun(keras.callbacks.Callback):
             try:
                 if self._saved_epoch != epoch and not failed:
                     self._weights_checked(lambda: self.state.save_latest(epoch))
-                if self.restore_best_weights and self.state.best_path:
+                # When the last epoch was the best, the model holds its weights already.
+                if self.restore_best_weights and self.state.best_path and not self._at_best:
                     self.state.restore_best()
             except BaseException:
                 failed = True
@@ -489,6 +499,13 @@ class TensorBoardRun(keras.callbacks.Callback):
             self.state.close()
         if self._diverged:
             raise TrainingError(self._diverged)
+
+
+def _finite(value) -> bool:
+    """Whether a logged value (a float under Keras 3, else a tensor or array) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return bool(np.all(np.isfinite(np.asarray(value))))
 
 
 _WARNED: set[str] = set()
