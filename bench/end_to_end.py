@@ -8,6 +8,8 @@ Runs `train_mnist.py` as a child process on full MNIST (the cache or
   - wall time from launch to exit, iterations, and the split the trainer
     prints (start-up, train steps, summaries, validation, checkpoints, test,
     other); "launch" is the rest: the interpreter and the TensorFlow import;
+    and the start-up the run pays inside it: its first step and first recorded
+    step (train step + recording), each tracing its functions;
   - wall time / (iterations x bare step time). The bare step (the same
     compiled step on the same input pipeline, no summaries, no validation) is
     measured in this process before the first run and after each run; the
@@ -221,6 +223,10 @@ def one_run(data_dir: str | None, extra: str, logdir: str) -> dict:
         "split": re.search(r"^Time split: (.*)$", stdout, re.M)[1],
         "validation_s": float(re.search(r"validation \d+% \(([\d.]+) s\)", stdout)[1]),
         "test": re.search(r"^Accuracy on Test-Set: (.*)$", stdout, re.M)[1],
+        "startup": (
+            re.search(r"^Start-up inside the run \(tracing\): (.*)$", stdout, re.M)
+            or [None, "not printed"]
+        )[1],  # fmt: skip
         "peak_mb": usage.ru_maxrss / 1024,
     }
 
@@ -276,6 +282,7 @@ def main(argv=None) -> None:
         print(f"\n## run {i}")
         print(f"wall time              {r['wall']:8.1f} s  ({r['iterations']} iterations, {r['validations']} validations; test {r['test']})")  # fmt: skip
         print(f"launch (interpreter + TensorFlow import) {r['wall'] - r['trainer']:.0f} s; trainer {r['trainer']} s: {r['split']}")  # fmt: skip
+        print(f"start-up inside the run: {r['startup']} (each traces its functions; in the split's train steps and summaries)")  # fmt: skip
         print(f"bare step              {r['bare'] * 1e3:8.2f} ms  (mean of the measurements either side)")  # fmt: skip
         print(f"wall / (iters x bare)  {ratio:8.2f}")
         print(f"run directory          {r['size_mb']:8.1f} MB  (event files {r['events_mb']:.1f} MB, the rest checkpoints)")  # fmt: skip

@@ -94,6 +94,12 @@ def test_early_stop_follows_the_logged_validation_sequence(finished_run):
     assert scalars(acc, "best_accuracy")[stop] == pytest.approx(best)
     out = proc.stdout
     assert re.search(r"^Time usage: \d+:\d\d:\d\d$", out, re.M)
+    # The start-up paid inside the run: the first step and the first recorded step, each
+    # longer than the run's train steps on average (they trace the step's functions).
+    first = re.search(r"^Start-up inside the run \(tracing\): first step ([\d.]+) s, "
+                      r"first recorded step ([\d.]+) s$", out, re.M)  # fmt: skip
+    steps_s = float(re.search(r"train steps \d+% \(([\d.]+) s\)", out)[1])
+    assert first and min(float(first[1]), float(first[2])) > steps_s / max(logged)
     m = re.search(r"^Accuracy on Test-Set: ([\d.]+)% \((\d+) / 500\)$", out, re.M)
     assert m and abs(float(m[1]) - 100 * int(m[2]) / 500) < 0.051
     test_acc = scalars(load_events(str(run / "test")), "accuracy")

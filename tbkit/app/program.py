@@ -218,6 +218,16 @@ def train(
         )
         + f", other {other / elapsed:.0%}"
     )
+    firsts = [
+        f"{what} {timings[key]:.2f} s"
+        for key, what in (
+            ("first_step", "first step"),
+            ("first_recorded_step", "first recorded step"),
+        )
+        if timings.get(key) is not None
+    ]
+    if firsts:  # included in the split's train steps and summaries
+        log(f"Start-up inside the run (tracing): {', '.join(firsts)}")
     log(
         f"Accuracy on Test-Set: {evaluation.accuracy:.1%} "
         f"({evaluation.correct} / {evaluation.total})"

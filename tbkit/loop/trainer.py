@@ -202,6 +202,9 @@ class Trainer:
         self.timings = dict.fromkeys(
             ("train_steps", "summaries", "validation", "checkpoints", "test"), 0.0
         )
+        # Start-up on the critical path: the first plain step and the first recorded one
+        # (train step + recording) of this trainer, each tracing its functions (None: none yet).
+        self.timings.update(first_step=None, first_recorded_step=None)
         self._state: RunState | None = None
         self._classifier: bool | None = None
         self._say = log
@@ -392,7 +395,8 @@ class Trainer:
                     raise TrainingError(
                         f"the train step failed at step {step}: {reason(e)}"
                     ) from None
-                self.timings["train_steps"] += time.perf_counter() - t
+                stepped = time.perf_counter() - t
+                self.timings["train_steps"] += stepped
                 if record:
                     t = time.perf_counter()
                     hooks.record(
@@ -400,7 +404,12 @@ class Trainer:
                         Recording(step, first_replica(self.strategy, x), dyn,
                                   filters=self._draws_filters(step)),
                     )  # fmt: skip
-                    self.timings["summaries"] += time.perf_counter() - t
+                    recorded = time.perf_counter() - t
+                    self.timings["summaries"] += recorded
+                    if self.timings["first_recorded_step"] is None:
+                        self.timings["first_recorded_step"] = stepped + recorded
+                elif self.timings["first_step"] is None:
+                    self.timings["first_step"] = stepped
                 hooks.step_end(run, step)
                 if step % self.eval_every == 0 or last:
                     t = time.perf_counter()
