@@ -126,3 +126,30 @@ def test_class_names_size_and_label_the_confusion_matrix(tmp_path):
     assert plain.confusion_matrix.shape == (2, 2)  # the model's two outputs
     assert named.confusion_matrix.shape == (3, 3)  # as many classes as names
     assert plain_image.shape != named_image.shape or (plain_image != named_image).any()
+
+
+def test_the_recording_step_is_traced_before_the_first_recorded_step(tmp_path):
+    """Start-up off the critical path: the recording variant is traced in a thread while
+    the first plain steps run, once, and the recorded steps use that trace."""
+    import time
+
+    counts = {}
+
+    class Watch(tbkit.Hook):
+        def on_step_end(self, run, step):
+            if step == 4:  # the last plain step before the first recording (step 5)
+                recording = t._train_step._recording
+                deadline = time.monotonic() + 60
+                while recording.experimental_get_tracing_count() == 0:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                counts[step] = recording.experimental_get_tracing_count()
+
+    t = trainer(model(), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                tmp_path / "run", summary_every=5, eval_every=5, hooks=[Watch()])  # fmt: skip
+    t.fit(ds(LABELS), ds(LABELS), steps=10)
+    assert counts == {4: 1}  # traced with no recorded step yet
+    assert t._train_step._recording.experimental_get_tracing_count() == 1  # and only then
+    train = load_events(str(tmp_path / "run" / "train"))
+    assert sorted(scalars(train, "gradient_global_norm")) == [5, 10]

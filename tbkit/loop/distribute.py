@@ -10,8 +10,10 @@ Only the chief writes summaries and keeps checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -288,6 +290,22 @@ class TrainStep:
 
     def __call__(self, x, y):
         return self._plain(x, y)
+
+    def trace_recording(self, *specs) -> threading.Thread:
+        """Traces the recording variant for `specs` in a thread, while the first plain
+        steps run; returns the thread (join it before the step is dropped).
+
+        A trace that fails is left to the first recorded step, which traces again and
+        raises what it raises.
+        """
+
+        def trace():
+            with contextlib.suppress(Exception):
+                self._recording.get_concrete_function(*specs)
+
+        thread = threading.Thread(target=trace, name="tbkit-trace-recording", daemon=True)
+        thread.start()
+        return thread
 
     def recording(self, x, y):
         """The step, plus its dynamics (first replica's copy; every replica holds the same)."""

@@ -365,6 +365,18 @@ class Trainer:
         )
         if start == 0:
             write_graph(train_step, *spec_source.element_spec)
+        # The recording variant is traced (~1 s) in a thread while the first plain steps
+        # run, not on the first recorded step. One device only: a strategy's scope and
+        # replica context belong to this thread.
+        first_record = min((start // self.summary_every + 1) * self.summary_every, steps)
+        tracer = (
+            train_step.trace_recording(*spec_source.element_spec)
+            if self.dynamics
+            and first_record - start >= 2
+            and not tf.distribute.has_strategy()
+            and self.strategy is tf.distribute.get_strategy()
+            else None
+        )
         interactive = self.progress and sys.stdout.isatty()
         bar = tqdm(total=steps, initial=start, disable=not interactive, unit="step",
                    dynamic_ncols=True, leave=False)  # fmt: skip
@@ -438,6 +450,8 @@ class Trainer:
                         128 + signum,
                     )
         finally:
+            if tracer is not None:
+                tracer.join()
             if flag:
                 flag.__exit__(None, None, None)
             bar.close()
