@@ -124,6 +124,22 @@ def test_a_users_step_hook_sees_every_step_at_both_doors(tmp_path, digits):
     m.fit(x, y, batch_size=64, epochs=3, validation_data=(x, y), verbose=0, callbacks=[cb])
     assert steps.begun == steps.ended == list(range(9, 13))
 
+    # steps_per_execution=3 over 8 batches an epoch: fit calls the hooks once an execution,
+    # the last one of each epoch two steps long; each step_end is optimizer.iterations.
+    class Iterations(keras.callbacks.Callback):
+        seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append(int(self.model.optimizer.iterations.numpy()))
+
+    steps, real = Steps(), Iterations()
+    m = model()
+    m.compile(keras.optimizers.Adam(1e-3), SCCE, steps_per_execution=3)
+    cb = tbk.TensorBoardRun(str(tmp_path / "spe"), hooks=[steps], log=lambda _: None)
+    m.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[cb, real])
+    assert steps.ended == real.seen == [3, 6, 8, 11, 14, 16]
+    assert steps.begun == [1, 4, 7, 9, 12, 15]
+
 
 def test_a_users_hook_stops_the_run_at_both_doors(tmp_path, digits):
     x, y = digits
