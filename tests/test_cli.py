@@ -130,6 +130,7 @@ def test_checkpoint_of_another_network_is_refused_and_kept(tmp_path, capsys):
     } == before
 
 
+@pytest.mark.slow  # CLI runs end to end on the fixture
 def test_a_live_lock_refuses_and_a_stale_one_is_taken(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -149,6 +150,7 @@ def test_a_live_lock_refuses_and_a_stale_one_is_taken(tmp_path, capsys):
     assert not (run / ".lock").exists()
 
 
+@pytest.mark.slow  # CLI runs end to end on the fixture
 def test_resume_with_a_different_batch_size_is_refused(tmp_path, capsys):
     assert cli.main(["--logdir", str(tmp_path), "--run-name", "run", *TINY]) == 0
     capsys.readouterr()
@@ -157,6 +159,7 @@ def test_resume_with_a_different_batch_size_is_refused(tmp_path, capsys):
     assert code == 1 and len(err) == 1 and "batch_size=64" in err[0]
 
 
+@pytest.mark.slow  # CLI runs end to end on the fixture
 def test_two_runs_in_one_logdir_keep_apart(tmp_path, capsys):
     for name in ("a", "b"):
         assert cli.main(["--logdir", str(tmp_path), "--run-name", name, *TINY]) == 0

@@ -14,6 +14,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import FIXTURE, ROOT
 
 SCRIPT = os.path.join(ROOT, "train_mnist.py")
@@ -49,6 +51,7 @@ def test_help_is_clean_and_does_not_load_tensorflow():
     assert out.stdout.strip().endswith("tensorflow loaded: False"), out.stdout + out.stderr
 
 
+@pytest.mark.slow  # CLI runs end to end on the fixture
 def test_errors_are_one_line_and_verbose_shows_tensorflow(tmp_path):
     missing = str(tmp_path / "no-such-dir")
     quiet = run("--logdir", str(tmp_path / "a"), "--data-dir", missing)

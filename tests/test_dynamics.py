@@ -237,6 +237,7 @@ def test_callback_stops_on_a_nonfinite_loss(tmp_path, digits):
     assert "non-finite" in text(acc, "health")[3]
 
 
+@pytest.mark.slow  # CLI runs end to end on the fixture
 def test_broken_runs_are_flagged_by_health_and_report(tmp_path, capsys):
     """Too high and too low a learning rate, through the CLI flags alone, on the fixture."""
     from tbkit.app import cli
