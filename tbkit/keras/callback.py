@@ -264,6 +264,8 @@ class TensorBoardRun(keras.callbacks.Callback):
                 )
         self._saved_epoch = int(self.epoch.numpy()) if self.state.resumed else None
         self._at_best = False
+        # The step count of batches; on_epoch_begin sets it again before each epoch.
+        self._epoch_base, self._epoch_steps = self._step(), None
         extended = strategy.extended
         self.run = Run(
             path=self.state.path, model=self.model, state=self.state, writers=self.writers,
