@@ -109,35 +109,35 @@ def test_a_users_step_hook_sees_every_step_at_both_doors(tmp_path, digits):
     trainer.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(64), steps=8)
     assert steps.begun == steps.ended == list(range(1, 9))
 
-    # Under fit the steps are optimizer.iterations: 4 batches an epoch, counted on across
-    # epochs and across a resumed fit.
-    steps = Steps()
-    m = model()
-    m.compile(keras.optimizers.Adam(1e-3), SCCE, metrics=["accuracy"])
-    cb = tbk.TensorBoardRun(str(tmp_path / "k"), hooks=[steps], log=lambda _: None)
-    m.fit(x, y, batch_size=64, epochs=2, validation_data=(x, y), verbose=0, callbacks=[cb])
-    assert steps.begun == steps.ended == list(range(1, 9))
-    steps = Steps()
-    m = model()
-    m.compile(keras.optimizers.Adam(1e-3), SCCE, metrics=["accuracy"])
-    cb = tbk.TensorBoardRun(str(tmp_path / "k"), hooks=[steps], log=lambda _: None)
-    m.fit(x, y, batch_size=64, epochs=3, validation_data=(x, y), verbose=0, callbacks=[cb])
-    assert steps.begun == steps.ended == list(range(9, 13))
-
-    # steps_per_execution=3 over 8 batches an epoch: fit calls the hooks once an execution,
-    # the last one of each epoch two steps long; each step_end is optimizer.iterations.
     class Iterations(keras.callbacks.Callback):
-        seen = []
+        """optimizer.iterations at each batch end, as fit has it."""
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
 
         def on_train_batch_end(self, batch, logs=None):
             self.seen.append(int(self.model.optimizer.iterations.numpy()))
 
-    steps, real = Steps(), Iterations()
-    m = model()
-    m.compile(keras.optimizers.Adam(1e-3), SCCE, steps_per_execution=3)
-    cb = tbk.TensorBoardRun(str(tmp_path / "spe"), hooks=[steps], log=lambda _: None)
-    m.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[cb, real])
-    assert steps.ended == real.seen == [3, 6, 8, 11, 14, 16]
+    def fit(run: str, epochs: int, batch_size: int = 64, **compiled) -> tuple[Steps, list]:
+        steps, real = Steps(), Iterations()
+        m = model()
+        m.compile(keras.optimizers.Adam(1e-3), SCCE, **compiled)
+        cb = tbk.TensorBoardRun(str(tmp_path / run), hooks=[steps], log=lambda _: None)
+        m.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[cb, real])
+        return steps, real.seen
+
+    # Under fit the steps are optimizer.iterations: 4 batches an epoch, counted on across
+    # epochs and across a resumed fit.
+    steps, seen = fit("k", epochs=2)
+    assert steps.begun == steps.ended == seen == list(range(1, 9))
+    steps, seen = fit("k", epochs=3)
+    assert steps.begun == steps.ended == seen == list(range(9, 13))
+
+    # steps_per_execution=3 over 8 batches an epoch: fit calls the hooks once an execution,
+    # the last one of each epoch two steps long.
+    steps, seen = fit("spe", epochs=2, batch_size=32, steps_per_execution=3)
+    assert steps.ended == seen == [3, 6, 8, 11, 14, 16]
     assert steps.begun == [1, 4, 7, 9, 12, 15]
 
 
