@@ -98,7 +98,8 @@ def test_trainer_stops_on_a_nan_weight_that_never_reaches_the_loss(tmp_path, dig
     assert "hidden/kernel" in tf.make_ndarray(health[-1].tensor_proto).item().decode()
 
 
-def test_callback_stops_on_a_nan_weight_that_never_reaches_the_loss(tmp_path, digits):
+@pytest.mark.parametrize("restore", [True, False], ids=["restore_best", "keep_last"])
+def test_callback_stops_on_a_nan_weight_that_never_reaches_the_loss(tmp_path, digits, restore):
     x, y = digits
     model = masked_mlp()
     model.compile(keras.optimizers.Adam(1e-3), SCCE, metrics=["accuracy"])
@@ -109,7 +110,8 @@ def test_callback_stops_on_a_nan_weight_that_never_reaches_the_loss(tmp_path, di
             if epoch == 1:  # after epoch 1's checkpoints: epoch 2 trains on a NaN kernel
                 kernel.assign(np.full(kernel.shape, np.nan, "float32"))
 
-    cb = tbk.TensorBoardRun(str(tmp_path / "run"), validation_data=(x, y), log=lambda _: None)
+    cb = tbk.TensorBoardRun(str(tmp_path / "run"), validation_data=(x, y), log=lambda _: None,
+                            restore_best_weights=restore)  # fmt: skip
     with pytest.raises(tbkit.TrainingError) as err:
         model.fit(x, y, batch_size=64, epochs=6, validation_data=(x, y), verbose=0,
                   callbacks=[cb, Inject()])  # fmt: skip
@@ -119,6 +121,14 @@ def test_callback_stops_on_a_nan_weight_that_never_reaches_the_loss(tmp_path, di
     assert_all_finite(tmp_path / "run")
     latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints" / "latest"))
     assert latest.endswith("-2")
+    # The model is left at its best checkpoint, as after a non-finite loss; or as it was.
+    best = masked_mlp()
+    tf.train.Checkpoint(model=best).restore(cb.best.best_path).expect_partial()
+    if restore:
+        for got, want in zip(model.get_weights(), best.get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want)
+    else:
+        assert not np.isfinite(kernel.numpy()).any()
 
 
 def test_optimizer_slots_are_checked_too(tmp_path, digits):

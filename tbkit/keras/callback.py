@@ -100,7 +100,8 @@ class TensorBoardRun(keras.callbacks.Callback):
       mode: `"max"`, `"min"` or `"auto"` (min for names containing "loss").
       min_delta: margin an improvement must exceed.
       patience: stop after this many epochs without improvement (None: never).
-      restore_best_weights: restore the best checkpoint when training ends (default True).
+      restore_best_weights: restore the best checkpoint when training ends (default True),
+        also when it ends on a non-finite loss or weight.
       class_metrics: for a classifier, the per-class scalars and PR curves on
         `validation_data` at every epoch (default True). They cost one `predict`
         of `validation_data` per epoch (Keras keeps its own validation predictions
@@ -348,10 +349,16 @@ class TensorBoardRun(keras.callbacks.Callback):
         """`fit` skips `on_train_end` when a hook raises: close what is open, then raise."""
         try:
             yield
-        except BaseException:
+        except BaseException as e:
             if self._open:
                 self._open = False
+                # A non-finite weight the checkpoint check refused: leave the model at its
+                # best, as a non-finite loss does (the weights it holds are not usable).
+                diverged = isinstance(e, TrainingError) and self.restore_best_weights
                 for close in (
+                    lambda: (
+                        self.state.restore_best() if diverged and self.state.best_path else None
+                    ),
                     lambda: self.hooks.end(self.run, self._ended(failed=True)),
                     lambda: self._train_scope.__exit__(None, None, None),
                     self.writers.close,
