@@ -173,3 +173,37 @@ def test_restore_best_weights_leaves_the_model_at_its_best_epoch(tmp_path, data,
     assert cb.best.best_path.endswith("best-1")
     final = [v.numpy() for v in model.trainable_variables]
     assert same(final, weights_of(cb.best.best_path)) == restore
+
+
+@pytest.mark.parametrize("every", [5, "epoch"])
+def test_steps_per_execution_records_the_execution_holding_each_cadence_step(tmp_path, every):
+    """fit calls the hooks once an execution (3 steps here, 9 steps an epoch): the
+    execution holding a multiple of `summary_every` (or the epoch's last step) records at
+    its end, with the update ratio of that execution, whether or not the cadence divides
+    the execution."""
+    keras.utils.set_random_seed(0)
+    x = np.random.rand(288, 8).astype("float32")
+    y = np.random.randint(0, 3, 288)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="h"),
+                              keras.layers.Dense(3, name="o")])  # fmt: skip
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], steps_per_execution=3)  # fmt: skip
+    cb = tbk.TensorBoardRun(str(tmp_path), summary_every=every, probe=(x[:32], y[:32]),
+                            log=lambda _: None)  # fmt: skip
+    model.fit(x, y, batch_size=32, epochs=2, validation_data=(x[:64], y[:64]), callbacks=[cb],
+              verbose=0)  # fmt: skip
+    ends = [3, 6, 9, 12, 15, 18]  # the steps at which each execution ends
+    if every == "epoch":
+        want = [9, 18]
+    else:  # the end of each execution that holds a multiple of 5
+        want = [
+            e
+            for before, e in zip([0, *ends[:-1]], ends, strict=True)
+            if e // every > before // every
+        ]
+        assert want == [6, 12, 15]
+    train = load_events(str(tmp_path / "train"))
+    for tag in ("h/kernel/mean", "h/kernel/gradient_norm", "h/kernel/update_ratio"):
+        assert sorted(scalars(train, tag)) == want, tag
+    ratios = scalars(train, "h/kernel/update_ratio").values()
+    assert all(np.isfinite(r) and r > 0 for r in ratios), ratios  # NaN: the update unseen

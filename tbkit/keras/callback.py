@@ -85,7 +85,10 @@ class TensorBoardRun(keras.callbacks.Callback):
         from `fit`'s own validation).
         Other kinds of data skip those images with one warning.
       summary_every: `"epoch"` (default) or a number of batches between variable
-        summaries and filter images; `summary_freq=` is its deprecated name.
+        summaries and filter images; `summary_freq=` is its deprecated name. With
+        `steps_per_execution`, fit calls the callback once an execution: the execution
+        holding a multiple of `summary_every` records at its end (its update ratio is
+        that execution's update).
       histograms: record histograms (default True).
       images: record filter grids, confusion matrices and example errors (default True).
       profile_steps: `"A:B"` or `(A, B)`: trace TensorFlow's profiler over
@@ -267,6 +270,9 @@ class TensorBoardRun(keras.callbacks.Callback):
         self._at_best = False
         # The step count of batches; on_epoch_begin sets it again before each epoch.
         self._epoch_base, self._epoch_steps = self._step(), None
+        # fit calls the batch hooks once an execution of this many steps.
+        self._execution = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+        self._before_execution: int | None = None  # steps done when the execution began
         extended = strategy.extended
         self.run = Run(
             path=self.state.path, model=self.model, state=self.state, writers=self.writers,
@@ -310,11 +316,18 @@ class TensorBoardRun(keras.callbacks.Callback):
         )
 
     def _will_record(self, batch: int) -> bool:
-        """Whether the batch about to run is one whose end records the summaries."""
+        """Whether the execution about to run (`batch` onwards) ends with a recording."""
         if self.summary_every == "epoch":
             steps = self.params.get("steps") if self.params else None
-            return steps is not None and batch == steps - 1
-        return self._batch_step(batch) % self.summary_every == 0
+            return steps is not None and batch + self._execution >= steps
+        return self._on_cadence(
+            self._epoch_base + batch, self._batch_step(batch + self._execution - 1)
+        )
+
+    def _on_cadence(self, before: int, end: int) -> bool:
+        """Whether steps `before + 1 .. end` (one execution of fit) hold a cadence step:
+        with `steps_per_execution`, the execution holding it records, at its end."""
+        return end // self.summary_every > before // self.summary_every
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_base = self._step()  # one read an epoch
@@ -322,6 +335,7 @@ class TensorBoardRun(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self._at_best = False  # the weights change from here on
+        self._before_execution = self._epoch_base + batch
         if self._step_hooks[0]:
             self.hooks.step_begin(self.run, self._batch_step(batch))
         if self._probe is not None and self._will_record(batch):
@@ -381,8 +395,12 @@ class TensorBoardRun(keras.callbacks.Callback):
         if loss is not None and not _finite(loss):
             self._diverge(float(np.asarray(loss).reshape(-1)[0]))
             return
-        if self.summary_every != "epoch" and self._batch_step(batch) % self.summary_every == 0:
-            self._record_variables(self._step())
+        if self.summary_every != "epoch":
+            end = self._batch_step(batch)
+            before = self._before_execution
+            self._before_execution = None
+            if self._on_cadence(end - 1 if before is None else before, end):
+                self._record_variables(self._step())
 
     def _diverge(self, loss: float) -> None:
         """A non-finite training loss: stop, save nothing, name what is non-finite."""
