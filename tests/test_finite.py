@@ -1,25 +1,54 @@
-"""FiniteCheck: the same answer eagerly (its first calls) and compiled (after)."""
+"""FiniteCheck: the same answer with numpy on the host and with TensorFlow on a device
+(eagerly for its first calls, compiled after)."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
-from tbkit.run.finite import EAGER_CALLS, FiniteCheck
+from tbkit.run.finite import EAGER_CALLS, FiniteCheck, on_host
 
 
-def test_eager_and_compiled_checks_find_the_same_variable():
+def model_and_check(host):
     model = keras.Sequential(
         [keras.Input((3,)), keras.layers.Dense(4, name="a"), keras.layers.Dense(2, name="b")]
     )
-    check = FiniteCheck(model, names={id(model.get_layer("b").kernel): "b/kernel"})
+    check = FiniteCheck(model, names={id(model.get_layer("b").kernel): "b/kernel"}, host=host)
+    return model, check
+
+
+@pytest.mark.parametrize("host", [True, False], ids=["numpy", "tensorflow"])
+def test_both_ways_find_the_same_variable(host):
+    model, check = model_and_check(host)
     kernel = model.get_layer("b").kernel
     good = kernel.numpy()
-    for call in range(1, EAGER_CALLS + 3):  # eager calls, then compiled ones
+    for call in range(1, EAGER_CALLS + 3):  # on a device: eager calls, then compiled ones
         assert check.first_nonfinite() is None
         bad = good.copy()
         bad[1, 0] = np.nan if call % 2 else np.inf
         kernel.assign(bad)
         assert check.first_nonfinite() == "b/kernel", call
         kernel.assign(good)
-    assert check._calls > EAGER_CALLS + 1  # the compiled check was used too
+    # On the host nothing is traced; on a device the compiled check was used too.
+    assert (check._calls > EAGER_CALLS + 1) != host
+
+
+def test_huge_finite_weights_are_not_taken_for_an_overflow():
+    """The host check sums each variable first: a sum that overflows to Inf is looked at
+    element by element, not reported."""
+    model, check = model_and_check(True)
+    kernel = model.get_layer("a").kernel
+    kernel.assign(np.full(kernel.shape, 3e38, "float32"))  # finite; the sum overflows
+    assert check.first_nonfinite() is None
+    huge = kernel.numpy()
+    huge[0, 0] = -np.inf
+    kernel.assign(huge)
+    assert check.first_nonfinite().endswith("a/kernel")  # by its path: not named
+
+
+def test_a_cpu_only_machine_checks_on_the_host():
+    model, check = model_and_check(None)
+    assert on_host(model.variables)
+    model.get_layer("b").bias.assign([np.nan, 0.0])
+    assert check.first_nonfinite().endswith("b/bias") and check._host

@@ -5,13 +5,18 @@ A non-finite weight does not always reach the loss: a layer may mask it
 (oneDNN's fused MatMul+ReLU turns NaN into 0 on AVX-512 machines). A guard on
 the loss alone then lets training go on and saves the NaN. `FiniteCheck`
 looks at the values themselves: every floating-point variable of the model
-and its optimizer, in one call (one reduction per variable, one host read;
-compiled from the third call on), run before each checkpoint and never on the
-train step's path.
+and its optimizer, run before each checkpoint and never on the train step's
+path. On the host it reads the values in place with numpy (one sum per
+variable; an element-wise look only where the sum is not finite): ~1 ms for a
+small CNN, ~0.17 s for ResNet-50's 70 M values and slots, and nothing to trace
+(tracing a check of its 749 variables took 2.5 s). Variables on an accelerator
+are checked by one compiled TensorFlow call (eagerly for the first two calls),
+without copying them to the host.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -32,6 +37,25 @@ EAGER_CALLS = 2
 """Checks run eagerly before the check is traced (see `FiniteCheck.first_nonfinite`)."""
 
 
+def _device(v) -> str:
+    device = getattr(v, "device", None)  # a tf.Variable; a Keras variable wraps one
+    if device is None:
+        device = getattr(getattr(v, "value", None), "device", "")
+    return str(device or "")
+
+
+def on_host(variables) -> bool:
+    """Whether every variable lives in host memory (no GPU or TPU device)."""
+    return not any(kind in _device(v).upper() for v in variables for kind in ("GPU", "TPU"))
+
+
+def _finite_on_host(v) -> bool:
+    values = np.asarray(v)
+    # A sum is NaN or Inf when an element is; a finite sum can still overflow: then look.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(values.sum()) or np.isfinite(values).all())
+
+
 class FiniteCheck:
     """Finds the first variable holding a non-finite value, in a stable order.
 
@@ -41,10 +65,16 @@ class FiniteCheck:
       names: `{id(variable): name}` giving the order and the names to report
         (tbkit passes the layer recorder's tags, i.e. layer order); variables
         not named come after, by their path.
+      host: check with numpy on the host (True) or with a compiled TensorFlow call
+        on the variables' devices (False); default: numpy when every variable is
+        in host memory.
     """
 
-    def __init__(self, model, optimizer=None, names: dict[int, str] | None = None):
-        self._model, self._optimizer = model, optimizer
+    def __init__(
+        self, model, optimizer=None, names: dict[int, str] | None = None, host: bool | None = None
+    ):
+        self._model, self._optimizer, self._host_setting = model, optimizer, host
+        self._host = False
         self._names = dict(names or {})
         self._variables: list | None = None
         self._fn = None
@@ -84,12 +114,16 @@ class FiniteCheck:
                 )
 
             self._eager, self._fn = check, tf.function(check, autograph=False)
+            self._host = on_host(variables) if self._host_setting is None else self._host_setting
         if not self._variables:
             return None
-        # The first calls run eagerly (two small ops per variable: a few ms for a CNN,
-        # ~0.1 s for ResNet-50's 960 variables and slots); tracing the check costs
-        # 0.1-1 s, which a fit that checks once or twice (an epoch-cadence callback)
-        # would pay for nothing. From the third call on, one compiled call.
+        if self._host:
+            bad = next((v for v in self._variables if not _finite_on_host(v)), None)
+            return None if bad is None else self.name_of(bad)
+        # On an accelerator the first calls run eagerly (two small ops per variable);
+        # tracing the check costs 0.1-2.5 s, which a fit that checks once or twice (an
+        # epoch-cadence callback) would pay for nothing. From the third call on, one
+        # compiled call.
         self._calls += 1
         check = self._fn if self._calls > EAGER_CALLS else self._eager
         finite = check().numpy()
