@@ -146,6 +146,12 @@ def test_restore_best_weights_leaves_the_model_at_its_best_epoch(tmp_path, data,
     final = [v.numpy() for v in model.trainable_variables]
     assert same(final, weights_of(cb.best.best_path)) == restore
     assert same(final, weights_of(tf.train.latest_checkpoint(cb.state.latest_dir))) != restore
+    # The best holds the weights, not the optimizer `compile` attached: restoring it, as
+    # Keras' restore_best_weights does, leaves the optimizer's step and moments alone.
+    keys = [k for k, _ in tf.train.list_variables(cb.best.best_path)]
+    assert any(k.startswith("model/") for k in keys)
+    assert not any("optimizer" in k for k in keys), keys
+    assert int(model.optimizer.iterations.numpy()) == 18  # 3 epochs of 6 batches
     if not restore:
         return  # the setting's effect is shown above; below, the restore path's cases
 

@@ -4,6 +4,7 @@ end of a run, and optionally the current weights' view at a cadence."""
 from __future__ import annotations
 
 from tbkit.hooks.base import Ended, Hook, Run, Validated
+from tbkit.run.checkpoints import model_weights
 from tbkit.summary import projector as tbp
 
 
@@ -54,5 +55,5 @@ class Projector(Hook):
         # read them reliably, so under several workers every run embeds its best again.
         if not run.multi_worker and tbp.best_embedding_step(run.path) == event.best_step:
             return
-        with tbp.best_weights(run.model, event.best_path):
+        with tbp.best_weights(run.model, event.best_path, root=model_weights(run.model)):
             self._write(run, event.best_step, best=True)

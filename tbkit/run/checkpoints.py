@@ -83,6 +83,33 @@ def restore_newest_readable(
     return None
 
 
+class _ModelWeights(tf.__internal__.tracking.Trackable):
+    """A model as `tf.train.Checkpoint(model=...)` sees it, without the optimizer that
+    `compile` attaches to it: the same keys for everything else, so what it writes
+    restores with an ordinary `tf.train.Checkpoint(model=fresh_model)`."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        children = self._model._trackable_children(save_type, **kwargs)  # noqa: SLF001
+        optimizer = getattr(self._model, "optimizer", None)
+        return {k: v for k, v in children.items() if optimizer is None or v is not optimizer}
+
+    def _lookup_dependency(self, name, cached_dependencies=None):
+        if cached_dependencies is None:
+            cached_dependencies = self._trackable_children()
+        return cached_dependencies.get(name)
+
+
+def model_weights(model):
+    """What a best checkpoint holds of `model`: its own variables, not a compiled
+    model's optimizer (whose step and moments a restore of the best would rewind)."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    return _ModelWeights(model)
+
+
 def _escape(name: str) -> str:
     # How tf.train.Checkpoint escapes a local name inside a checkpoint key.
     return name.replace(".", "..").replace("/", ".S")

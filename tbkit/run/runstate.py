@@ -42,6 +42,7 @@ from tbkit.run.checkpoints import (
     EarlyStopping,
     check_architecture,
     checkpoint_candidates,
+    model_weights,
     restore_newest_readable,
 )
 from tbkit.run.finite import FiniteCheck
@@ -168,7 +169,8 @@ class RunState:
     def _restore(self) -> None:
         if self.optimizer is not None and not self.optimizer.built and self.model.built:
             self.optimizer.build(self.model.trainable_variables)
-        best_root = tf.train.Checkpoint(model=self.model)
+        weights = model_weights(self.model)  # a compiled model's optimizer stays out
+        best_root = tf.train.Checkpoint(model=weights)
         on_disk = checkpoint_candidates(self._out.best_dir, "best")
         if on_disk:
             try:
@@ -177,7 +179,7 @@ class RunState:
                 raise
             except CheckpointError:
                 pass  # damaged: handled below, with the older bests
-        self.best = BestCheckpoint(self._out.best_dir, self.mode, self.min_delta, model=self.model)
+        self.best = BestCheckpoint(self._out.best_dir, self.mode, self.min_delta, model=weights)
         if on_disk and self.best.best_path != on_disk[0]:
             if self.best.best_path is None:
                 raise CheckpointError(

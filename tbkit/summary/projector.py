@@ -342,10 +342,13 @@ def best_embedding_step(run_dir: str) -> int | None:
 
 
 @contextlib.contextmanager
-def best_weights(model, best_path: str):
-    """Loads the best checkpoint into `model` for the block, then puts the weights back."""
+def best_weights(model, best_path: str, root=None):
+    """Loads the best checkpoint into `model` for the block, then puts the weights back.
+
+    `root` is what the checkpoint restores into (default `model`); pass a view without
+    the optimizer (`tbkit.run.checkpoints.model_weights`) so that nothing else changes."""
     saved = [v.numpy() for v in model.weights]
-    tf.train.Checkpoint(model=model).restore(best_path).expect_partial()
+    tf.train.Checkpoint(model=model if root is None else root).restore(best_path).expect_partial()
     try:
         yield
     finally:
