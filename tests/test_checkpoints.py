@@ -90,3 +90,45 @@ def test_best_checkpoint_saves_only_improvements_and_never_regresses(tmp_path):
     other = tf.Variable(0.0)
     tf.train.Checkpoint(v=other).restore(again.best_path).expect_partial()
     assert float(other.numpy()) == 3.0
+
+
+def test_a_best_of_a_compiled_model_holds_its_weights_and_an_older_one_with_the_optimizer_restores(
+    tmp_path,
+):
+    """`compile` attaches the optimizer to the model; a best checkpoint leaves it out, so
+    restoring the best rewinds neither its step nor its moments. A best written by an
+    earlier tbkit (with the optimizer inside) still restores the weights, alone too."""
+    import keras
+    import numpy as np
+
+    from tbkit.run.checkpoints import BestCheckpoint
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+    model.compile(keras.optimizers.Adam(0.1), "mse")
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # 2 steps: the optimizer is built
+    best_weights = model.get_weights()
+    new, old = tmp_path / "new", tmp_path / "old"
+    with tbkit.RunState(str(new), model=model, optimizer=model.optimizer, log=lambda _: None) as s:
+        assert s.record(0.5, 2)
+        keys = [k for k, _ in tf.train.list_variables(s.best_path)]
+    assert not any("optimizer" in k for k in keys) and any(k.startswith("model/") for k in keys)
+    # As tbkit wrote it before: the model as tf.train.Checkpoint(model=...) sees it.
+    BestCheckpoint(str(old / "checkpoints" / "best"), model=model).update(0.5, 2)
+    assert any(
+        "optimizer" in k for k, _ in tf.train.list_variables(str(old / "checkpoints" / "best"))
+    )
+
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # 2 more steps
+    moments = [v.numpy() for v in model.optimizer.variables]
+    for run in (new, old):
+        with tbkit.RunState(str(run), model=model, optimizer=model.optimizer,
+                            log=lambda _: None) as state:  # fmt: skip
+            assert state.best_step == 2
+            state.restore_best()
+        for got, want in zip(model.get_weights(), best_weights, strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert int(model.optimizer.iterations.numpy()) == 4  # not rewound to 2
+        for got, want in zip(model.optimizer.variables, moments, strict=True):
+            np.testing.assert_array_equal(got.numpy(), want)

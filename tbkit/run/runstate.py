@@ -29,6 +29,7 @@ their run through it, so each keeps the same guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -173,12 +174,10 @@ class RunState:
         best_root = tf.train.Checkpoint(model=weights)
         on_disk = checkpoint_candidates(self._out.best_dir, "best")
         if on_disk:
-            try:
-                check_architecture(on_disk[0], best_root, self._names)
-            except ArchitectureError:
-                raise
-            except CheckpointError:
-                pass  # damaged: handled below, with the older bests
+            with contextlib.suppress(
+                CheckpointError
+            ):  # damaged: handled below, with the older bests
+                self._check_best(on_disk[0], best_root, weights)
         self.best = BestCheckpoint(self._out.best_dir, self.mode, self.min_delta, model=weights)
         if on_disk and self.best.best_path != on_disk[0]:
             if self.best.best_path is None:
@@ -207,6 +206,20 @@ class RunState:
             self.log,
             check=lambda p: check_architecture(p, self.state, self._names),
         )
+
+    def _check_best(self, path: str, best_root, weights) -> None:
+        try:
+            check_architecture(path, best_root, self._names)
+        except ArchitectureError as error:
+            if weights is self.model:
+                raise
+            # A best written with the compiled model's optimizer inside (tbkit before
+            # this release) keys the weights by their shorter path through the optimizer;
+            # it restores all the same (by object graph), so check it with those keys.
+            try:
+                check_architecture(path, tf.train.Checkpoint(model=self.model), self._names)
+            except ArchitectureError:
+                raise error from None
 
     def __enter__(self) -> RunState:
         return self.open()
