@@ -148,6 +148,11 @@ def test_checkpoint_of_another_architecture_is_refused_and_kept(damaged):
     assert "different architecture" in message and "hidden/kernel" in message
     assert "[6, 8] in the checkpoint, [6, 5] in the model" in message and "\n" not in message
     assert files(run / "checkpoints" / "best") == before
+    # The best alone (no latest to resume from) is checked too, not taken for damage.
+    shutil.rmtree(run / "checkpoints" / "latest")
+    with pytest.raises(tbkit.ArchitectureError, match=r"\[6, 8\] in the checkpoint, \[6, 5\]"):
+        door.run(run, width=5)
+    assert files(run / "checkpoints" / "best") == before
 
 
 def test_a_second_process_is_refused(damaged):

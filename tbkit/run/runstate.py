@@ -29,7 +29,6 @@ their run through it, so each keeps the same guarantees:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -174,10 +173,12 @@ class RunState:
         best_root = tf.train.Checkpoint(model=weights)
         on_disk = checkpoint_candidates(self._out.best_dir, "best")
         if on_disk:
-            with contextlib.suppress(
-                CheckpointError
-            ):  # damaged: handled below, with the older bests
+            try:
                 self._check_best(on_disk[0], best_root, weights)
+            except ArchitectureError:  # a CheckpointError too: never taken for damage
+                raise
+            except CheckpointError:  # noqa: SIM105
+                pass  # damaged: handled below, with the older bests
         self.best = BestCheckpoint(self._out.best_dir, self.mode, self.min_delta, model=weights)
         if on_disk and self.best.best_path != on_disk[0]:
             if self.best.best_path is None:
