@@ -179,15 +179,25 @@ def test_dynamics_switches(tmp_path, digits):
     assert "head/kernel/gradient" in tags["on"] and "head/kernel/gradient" not in tags["no_hist"]
 
 
-def test_callback_dynamics_match_numpy(tmp_path, digits):
-    x, y = digits
-    keras.utils.set_random_seed(2)
+def _bn_model(seed):
+    keras.utils.set_random_seed(seed)
     inp = keras.Input((28, 28, 1))
     h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
     h = keras.layers.BatchNormalization(name="bn")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
     model = keras.Model(inp, keras.layers.Dense(10, name="head")(h))
     model.compile(keras.optimizers.SGD(0.05), SCCE)
+    return model
+
+
+def test_callback_dynamics_are_fits_own_step(tmp_path, digits):
+    """The gradients recorded are those of fit's recorded batch itself (plain SGD: the
+    update is the learning rate times the gradient, variable by variable), and
+    measuring them (the tap in fit's step, the probe's forward pass for the activation
+    fractions) changes nothing: the same fit without the callback ends on the same
+    weights and BatchNorm statistics."""
+    x, y = digits
+    model = _bn_model(2)
     snapshots = {}
 
     class Snapshot(keras.callbacks.Callback):
@@ -198,25 +208,47 @@ def test_callback_dynamics_match_numpy(tmp_path, digits):
     probe = (x[:64], y[:64])
     cb = tbkit.keras.TensorBoardRun(str(tmp_path / "run"), probe=probe,
                                     restore_best_weights=False, monitor="loss")  # fmt: skip
-    model.fit(x[:128], y[:128], batch_size=32, epochs=1, callbacks=[Snapshot(), cb], verbose=0)
-    bn = model.get_layer("bn")
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss(x=probe[0], y=probe[1], y_pred=model(probe[0], training=True))
-    grads = tape.gradient(loss, model.trainable_variables)
+    fit = dict(batch_size=32, epochs=1, shuffle=False, verbose=0)
+    model.fit(x[:128], y[:128], callbacks=[Snapshot(), cb], **fit)
     acc = load_events(str(tmp_path / "run" / "train"))
     step = 4
     tags = {id(v): t for t, v in tbkit.variable_tags(model).items()}
-    for v, g, w0 in zip(model.trainable_variables, grads, snapshots["before"], strict=True):
+    for v, w0 in zip(model.trainable_variables, snapshots["before"], strict=True):
         tag = tags[id(v)]
-        assert scalars(acc, f"{tag}/gradient_norm")[step] == pytest.approx(l2(g), rel=1e-4)
-        ratio = l2(v.numpy() - w0) / l2(w0) if l2(w0) else 0.0
+        update = l2(v.numpy() - w0)
+        assert scalars(acc, f"{tag}/gradient_norm")[step] == pytest.approx(update / 0.05, rel=1e-4)
+        ratio = update / l2(w0) if l2(w0) else 0.0
         assert scalars(acc, f"{tag}/update_ratio")[step] == pytest.approx(ratio, rel=1e-3)
     assert scalars(acc, "learning_rate")[step] == pytest.approx(0.05)
-    assert "health" in acc.Tags()["tensors"]
-    # Probing in training mode changes nothing: the moving statistics stay as they are.
-    moving = bn.moving_mean.numpy().copy()
-    cb._probe.measure()  # one more probe: gradients in training mode
-    np.testing.assert_array_equal(bn.moving_mean.numpy(), moving)
+    assert {"bn/activations/zero_fraction", "health"} <= set(acc.Tags()["tensors"])
+    alone = _bn_model(2)
+    alone.fit(x[:128], y[:128], **fit)
+    for a, b in zip(model.variables, alone.variables, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
+
+
+def test_callback_probes_the_gradients_when_fits_step_has_no_tap(tmp_path, digits):
+    """A train function traced before the optimizer had a tap (a fit without the
+    callback first): the gradients are measured on the probe batch, said once."""
+    x, y = digits
+    model = _bn_model(3)
+    model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+    probe = (x[:64], y[:64])
+    cb = tbkit.keras.TensorBoardRun(str(tmp_path / "run"), probe=probe,
+                                    restore_best_weights=False, monitor="loss")  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="measured on the probe batch"):
+        model.fit(x[:128], y[:128], batch_size=32, epochs=1, callbacks=[cb], verbose=0)
+    moving = model.get_layer("bn").moving_mean.numpy().copy()
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=probe[0], y=probe[1], y_pred=model(probe[0], training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    model.get_layer("bn").moving_mean.assign(moving)
+    acc = load_events(str(tmp_path / "run" / "train"))
+    tags = {id(v): t for t, v in tbkit.variable_tags(model).items()}
+    for v, g in zip(model.trainable_variables, grads, strict=True):
+        assert scalars(acc, f"{tags[id(v)]}/gradient_norm")[6] == pytest.approx(l2(g), rel=1e-4)
+    cb._probe.measure()  # one more probe: gradients in training mode change no statistic
+    np.testing.assert_array_equal(model.get_layer("bn").moving_mean.numpy(), moving)
 
 
 def test_callback_stops_on_a_nonfinite_loss(tmp_path, digits):
@@ -292,12 +324,12 @@ def test_callback_switches_and_probe_size(tmp_path, digits):
             assert not {t for t in tags if "gradient" in t or "health" in t or "fraction" in t}
             continue
         assert "head/kernel/gradient_norm" in tags and "head/kernel/gradient" not in tags
-        # The probe is the first probe_size examples of validation_data.
-        with tf.GradientTape() as tape:
-            pred = model(x[:10], training=True)
-            loss = model.compute_loss(x=x[:10], y=y[:10], y_pred=pred, training=True)
-        g = tape.gradient(loss, model.get_layer("head").kernel)
-        assert scalars(acc, "head/kernel/gradient_norm")[2] == pytest.approx(l2(g), rel=1e-4)
+        # The probe (for the activation fractions) is the first probe_size examples of
+        # validation_data.
+        hidden = keras.Model(model.input, model.get_layer("hidden").output)
+        zero = {n: float(np.mean(hidden(x[:n], training=True).numpy() == 0)) for n in (10, 100)}
+        assert zero[10] != zero[100]
+        assert scalars(acc, "hidden/activations/zero_fraction")[2] == pytest.approx(zero[10])
 
 
 def test_the_step_takes_activations_only_from_a_call_that_is_the_graph():

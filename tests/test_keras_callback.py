@@ -213,3 +213,43 @@ def test_steps_per_execution_records_the_execution_holding_each_cadence_step(tmp
         assert sorted(scalars(train, tag)) == want, tag
     ratios = scalars(train, "h/kernel/update_ratio").values()
     assert all(np.isfinite(r) and r > 0 for r in ratios), ratios  # NaN: the update unseen
+
+
+@pytest.mark.parametrize("kind", ["traced", "jit_compile", "run_eagerly", "loss_scale", "sparse"])
+def test_gradients_are_those_of_fits_own_step(tmp_path, kind):
+    """With plain SGD a step's update is the learning rate times its gradient: the
+    recorded gradient norms are those of the batch fit trained, whether fit's step is
+    traced, compiled by XLA or eager, behind a LossScaleOptimizer (unscaled), or sparse
+    (an Embedding's gradient made whole); and a second fit with another callback on
+    the same optimizer (its train function already traced) still records them."""
+    keras.utils.set_random_seed(0)
+    rate = 0.05
+    if kind == "sparse":
+        x = np.random.randint(0, 40, (192, 6))
+        inputs = [keras.Input((6,), dtype="int32"), keras.layers.Embedding(40, 4, name="emb"),
+                  keras.layers.Flatten()]  # fmt: skip
+    else:
+        x = np.random.rand(192, 8).astype("float32")
+        inputs = [keras.Input((8,)), keras.layers.Dense(6, activation="relu", name="h")]
+    y = np.random.randint(0, 3, 192)
+    model = keras.Sequential([*inputs, keras.layers.Dense(3, name="o")])
+    optimizer = keras.optimizers.SGD(rate)
+    if kind == "loss_scale":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**10)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=kind == "jit_compile", run_eagerly=kind == "run_eagerly")  # fmt: skip
+    seen = []
+
+    class Measured(tbkit.Hook):
+        def on_record(self, run, event):
+            dyn = event.dynamics
+            seen.append((event.step, np.asarray(dyn.update_norm), np.asarray(dyn.gradient_norm)))
+
+    for fit in ("first", "second"):
+        cb = tbk.TensorBoardRun(str(tmp_path / fit), summary_every=4, probe=(x[:32], y[:32]),
+                                monitor="loss", hooks=[Measured()], log=lambda _: None)  # fmt: skip
+        model.fit(x, y, batch_size=32, epochs=1, callbacks=[cb], verbose=0)
+    assert [step for step, *_ in seen] == [4, 8, 12]
+    for step, update, gradient in seen:
+        assert np.all(gradient > 0), (step, gradient)
+        np.testing.assert_allclose(update, rate * gradient, rtol=1e-4, err_msg=str(step))

@@ -64,6 +64,7 @@ from tbkit.hooks import (
     default_hooks,
 )
 from tbkit.keras.probe import Probe, probe_batch
+from tbkit.keras.tap import GradientTap
 from tbkit.loop.distribute import is_chief
 from tbkit.model.recorder import LayerRecorder
 from tbkit.model.recorder import variable_tags as variable_tags
@@ -229,9 +230,11 @@ class TensorBoardRun(keras.callbacks.Callback):
         self._step_hooks = self.hooks.listen_to_steps
         self.writers = RunWriters(self.run_dir, enabled=chief)
         batch = probe_batch(self.probe, data, self.probe_size) if self.dynamics else None
+        tap = GradientTap.of(self.model) if self.dynamics else None
         if self.dynamics and batch is None:
             self._warn_once(
-                "no probe batch (pass probe=(x, y) or validation_data): no gradient summaries"
+                "no probe batch (pass probe=(x, y) or validation_data): no activation fractions"
+                + ("" if tap is not None else " and no gradient summaries")
             )
         self.recorder = LayerRecorder(
             self.model, histograms=self.histograms, images=self.images,
@@ -241,8 +244,8 @@ class TensorBoardRun(keras.callbacks.Callback):
         )  # fmt: skip
         compiled = self.summary_every != "epoch"
         self._probe = (
-            Probe(self.model, batch, compiled, recorder=self.recorder)
-            if batch is not None
+            Probe(self.model, batch, compiled, recorder=self.recorder, tap=tap)
+            if batch is not None or tap is not None
             else None
         )
         with strategy.scope():
@@ -300,7 +303,14 @@ class TensorBoardRun(keras.callbacks.Callback):
         # compiles and epoch-end recordings run eagerly.
         x, dyn = None, None
         if self._probe is not None:
-            dyn, x = self._probe.measure(), self._probe.batch[0]
+            dyn = self._probe.measure()
+            x = self._probe.batch[0] if self._probe.batch is not None else None
+            if self._probe.missed:
+                self._warn_once(
+                    "fit's train function was traced before this optimizer had tbkit's "
+                    "gradient tap: the gradients are measured on the probe batch"
+                    + ("" if self._probe.batch is not None else " (none given: not recorded)")
+                )
         compiled = self.summary_every != "epoch"
         self.hooks.record(self.run, Recording(step, x, dyn, compiled=compiled))
 
@@ -520,6 +530,8 @@ class TensorBoardRun(keras.callbacks.Callback):
             # last epoch's save already holds that state, unless fit ended early.
             epoch = int(self.epoch.numpy())
             failed = bool(self._diverged)
+            if self._probe is not None and self._probe.tap is not None:
+                self._probe.tap.disarm()  # a batch armed but never recorded (a NaN loss)
             try:
                 if self._saved_epoch != epoch and not failed:
                     self._weights_checked(lambda: self.state.save_latest(epoch))

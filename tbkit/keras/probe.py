@@ -1,13 +1,16 @@
-"""The callback's view of the training dynamics: `fit`'s own step is out of a
-callback's reach, so the gradients are taken on a probe batch.
+"""The callback's view of the training dynamics of `fit`'s recorded batches.
 
-The probe runs the model in training mode on a fixed `(x, y)` batch (one forward
-pass: the layer recorder's, which also returns the activations it records) and puts
-every non-trainable variable (BatchNorm statistics, dropout seeds) and metric
-back afterwards, so probing changes nothing; the update ratio comes from the
+The gradients are `fit`'s own, copied inside its compiled step by the optimizer's
+`tbkit.keras.tap.GradientTap`, armed for the recorded batch. The probe batch `(x, y)`
+gives the activation fractions (one training-mode forward pass: the layer
+recorder's, which returns the activations it records), and the gradients too
+where the tap has none (under a `tf.distribute` strategy, or a train function
+traced before the optimizer had a tap): a forward and backward pass on it. Every
+non-trainable variable (BatchNorm statistics, dropout seeds) and metric is put
+back afterwards, so probing changes nothing. The update ratio comes from the
 weights copied at the recorded batch's start and read at its end. What it
-measures is a `tbkit.model.measure.StepDynamics`, built by the same `measure`
-as the Trainer's recording step.
+measures is a `tbkit.model.measure.StepDynamics`, built by the same `measure` as
+the Trainer's recording step.
 """
 
 from __future__ import annotations
@@ -31,22 +34,28 @@ def probe_batch(probe, data, size: int):
 
 
 class Probe:
-    """Measures the dynamics of `fit`'s recorded batches on a probe batch.
+    """Measures the dynamics of `fit`'s recorded batches.
 
     Args:
       model: the compiled Keras model `fit` trains.
-      batch: the probe `(x, y)`.
+      batch: the probe `(x, y)`, or None (then no activation fractions, and no
+        gradients where the tap has none).
       compiled: trace the probe's functions (a batch cadence: many calls) or run
         them eagerly (once an epoch: tracing would cost more than it saves).
+      recorder: the `LayerRecorder` whose activations the forward pass returns.
+      tap: the optimizer's `GradientTap` (None: the gradients come from the probe).
     """
 
-    def __init__(self, model, batch, compiled: bool, recorder=None):
+    def __init__(self, model, batch, compiled: bool, recorder=None, tap=None):
         self.model, self.batch, self.compiled = model, batch, compiled
+        self.tap = tap
         # The recorder's forward pass also returns the activations it records: the
         # probe's one training-mode pass gives the gradients and the activations.
         self.recorder = recorder
         self._fns = None
         self._before = None
+        self._armed = False
+        self.missed = False  # the last recorded batch was armed but its step copied nothing
 
     def _make(self):
         model = self.model
@@ -75,6 +84,15 @@ class Probe:
             return dense_gradients(grads, variables), reduced
 
         @compile_
+        def activations(x):
+            # The tap has the gradients: a forward pass alone, for what it probes.
+            saved = [tf.identity(v.value) for v in restore]
+            _, acts = forward(x)
+            for v, value in zip(restore, saved, strict=True):
+                v.assign(value)
+            return recorder.reduce_activations(acts)
+
+        @compile_
         def snapshot():
             return [tf.identity(v.value) for v in variables]
 
@@ -82,7 +100,7 @@ class Probe:
         def measured(grads, before, rate, seen):
             return measure(grads, before, variables, rate, seen_update=seen)
 
-        return gradients, snapshot, measured
+        return gradients, activations if forward is not None else None, snapshot, measured
 
     def _fns_(self):
         if self._fns is None:
@@ -94,18 +112,29 @@ class Probe:
         return float(np.asarray(optimizer.learning_rate)) if optimizer is not None else 0.0
 
     def before_batch(self) -> None:
-        """Copies the weights (and the learning rate) at the start of a recorded batch."""
-        self._before = (self._fns_()[1](), self._rate())
+        """Copies the weights (and the learning rate) at the start of a recorded batch
+        and arms the tap for its gradients."""
+        self._before = (self._fns_()[2](), self._rate())
+        if self.tap is not None:
+            self.tap.arm()
+            self._armed = True
 
-    def measure(self) -> StepDynamics:
-        """The dynamics of the batch just trained (update ratio) and of the probe (gradients)."""
-        gradients, snapshot, measured = self._fns_()
+    def measure(self) -> StepDynamics | None:
+        """The dynamics of the batch just trained: its own gradients (the tap's, else
+        the probe's) and update ratio; None when neither has gradients."""
+        gradients, activations, snapshot, measured = self._fns_()
         seen = self._before is not None  # else no snapshot of this batch: no update ratio
         before, rate = self._before if seen else (snapshot(), self._rate())
         self._before = None
-        (grads, missing), acts = gradients(*self.batch)
+        taken = self.tap.take() if self.tap is not None else None
+        self.missed, self._armed = self._armed and taken is None, False
+        if taken is not None:
+            grads, missing = taken
+            acts = activations(self.batch[0]) if self.batch is not None and activations else {}
+        elif self.batch is not None:
+            (grads, missing), acts = gradients(*self.batch)
+            missing = frozenset(int(i) for i in np.asarray(missing).reshape(-1))
+        else:
+            return None
         dyn = measured(grads, before, tf.constant(rate, tf.float32), seen)
-        return dyn._replace(
-            no_gradient=frozenset(int(i) for i in np.asarray(missing).reshape(-1)),
-            activations=acts or None,
-        )
+        return dyn._replace(no_gradient=frozenset(missing), activations=acts or None)
