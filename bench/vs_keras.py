@@ -14,10 +14,11 @@ data, one epoch per measurement, configurations interleaved in one process:
   tbkit    tbkit.keras.TensorBoardRun(summary_every="epoch", dynamics=False):
            weight scalars + histograms + filter grids once per epoch, plus
            best/latest checkpoints (matched cadence, more content)
-  tbkit-dyn  the same with the training dynamics on (the default): gradients
-           on a 32-example probe batch (norms + histograms), update ratios
-           around the epoch's last batch, zero / dead activation fractions,
-           learning rate, global norm, and the `health` findings
+  tbkit-dyn  the same with the training dynamics on (the default): the epoch's
+           last batch's own gradients (norms + histograms, copied in fit's step
+           by the optimizer's tap), update ratios around that batch, zero / dead
+           activation fractions of a 32-example probe batch, learning rate,
+           global norm, and the `health` findings
 
 Prints the median seconds per epoch and the ratio to `none`, the time inside
 each callback's hooks and the peak resident memory during each kind's fits.

@@ -12,10 +12,13 @@ One callback gives, for *any* Keras model (stock layers included):
   variable's `gradient_norm`, `gradient` histogram and `update_ratio`, each
   probed layer's zero / dead activation fractions, `gradient_global_norm` and
   `learning_rate`, and a `health` text with the findings at each epoch end.
-  `fit`'s own step is out of a callback's reach, so the gradients are taken on
-  a probe batch (`probe`, else the first examples of `validation_data`) in
-  training mode, with every non-trainable and metric variable restored after,
-  and the update ratio from the weights before and after the recorded batch;
+  The gradients are those of `fit`'s recorded batch, copied inside its compiled
+  step by a tap on the optimizer's `apply` (`tbkit.keras.tap`); the activation
+  fractions come from one training-mode forward pass on a probe batch (`probe`,
+  else the first examples of `validation_data`), with every non-trainable and
+  metric variable restored after, as do the gradients where the tap cannot
+  copy them (under a `tf.distribute` strategy); the update ratio comes from the
+  weights before and after the recorded batch;
 - a non-finite training loss stops `fit` with a `TrainingError` naming the
   batch, after nothing diverged was saved;
 - for a classifier with integer labels and `validation_data`: per-class
@@ -97,8 +100,9 @@ class TensorBoardRun(keras.callbacks.Callback):
         `logdir/train` for TensorBoard's Profile tab (`pip install "tbkit[profile]"`).
       dynamics: record the training dynamics and the `health` findings (default True).
       gradient_histograms: also write each gradient's histogram (default True).
-      probe: an `(x, y)` batch for the gradients and activation fractions
-        (default: the first `probe_size` examples of `validation_data`).
+      probe: an `(x, y)` batch for the activation fractions, and for the gradients
+        where fit's own cannot be copied (default: the first `probe_size` examples
+        of `validation_data`).
       probe_size: examples taken from `validation_data` for the probe (default 32).
       monitor: the `logs` key deciding what "best" means (default `"val_accuracy"`).
       mode: `"max"`, `"min"` or `"auto"` (min for names containing "loss").
@@ -307,8 +311,9 @@ class TensorBoardRun(keras.callbacks.Callback):
             x = self._probe.batch[0] if self._probe.batch is not None else None
             if self._probe.missed:
                 self._warn_once(
-                    "fit's train function was traced before this optimizer had tbkit's "
-                    "gradient tap: the gradients are measured on the probe batch"
+                    "fit's step copied no gradients (its train function was traced before "
+                    "the optimizer had tbkit's tap, or its train_step passes the optimizer no "
+                    "variables): the gradients are measured on the probe batch"
                     + ("" if self._probe.batch is not None else " (none given: not recorded)")
                 )
         compiled = self.summary_every != "epoch"

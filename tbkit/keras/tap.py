@@ -14,8 +14,9 @@ one tap for its lifetime (`GradientTap.of` finds it again for a later `fit` or
 another callback). Where the copies cannot be trusted, `of` returns None and the
 callback measures the gradients on its probe batch instead: under a
 `tf.distribute` strategy (each replica's `apply` sees its local gradients), and
-without an optimizer. `take` returns None when no copy happened since `arm`,
-e.g. when `fit`'s train function was traced before the optimizer had a tap.
+without an optimizer. `take` returns None when no copy happened since `arm`:
+`fit`'s train function was traced before the optimizer had a tap, or a custom
+`train_step` calls `optimizer.apply(grads)` without its variables.
 """
 
 from __future__ import annotations
