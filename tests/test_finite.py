@@ -52,3 +52,28 @@ def test_a_cpu_only_machine_checks_on_the_host():
     assert on_host(model.variables)
     model.get_layer("b").bias.assign([np.nan, 0.0])
     assert check.first_nonfinite().endswith("b/bias") and check._host
+
+
+def test_each_checkpoint_is_checked_on_what_it_holds(tmp_path):
+    """A best holds the model's variables: an Inf in an optimizer slot does not stop it
+    (and it is finite on disk); the latest, which holds the slots, is refused, naming it."""
+    import tensorflow as tf
+
+    import tbkit
+    from tbkit.run.runstate import RunState
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    slot = next(v for v in optimizer.variables if "kernel" in v.path)
+    slot.assign(np.full(slot.shape, np.inf, "float32"))
+    with RunState(tmp_path / "run", model=model, optimizer=optimizer, mode="max") as state:
+        assert state.record(0.5, 1)
+        reader = tf.train.load_checkpoint(state.best_path)
+        for key in reader.get_variable_to_shape_map():
+            value = reader.get_tensor(key)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                assert np.isfinite(value).all(), key
+        with pytest.raises(tbkit.TrainingError, match=r"in optimizer/\S*kernel\S* at step 2"):
+            state.save_latest(2)
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints" / "latest")) is None

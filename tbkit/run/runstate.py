@@ -18,8 +18,9 @@ their run through it, so each keeps the same guarantees:
   process left half-written is removed under the lock;
 - a failed checkpoint write (disk full, file too large) is one `CheckpointError`
   line that names the best checkpoint kept;
-- no checkpoint ever holds a non-finite value: before each best and each latest
-  save every model and optimizer variable is checked (`tbkit.run.finite`), and a
+- no checkpoint ever holds a non-finite value: before each save every variable it
+  holds is checked (a best: the model's; a latest: the optimizer's slots too;
+  `tbkit.run.finite`), and a
   NaN or Inf stops the run with a `TrainingError` naming the first one, in
   layer order, whether or not it reached the loss;
 - under `tf.distribute` only the chief writes into the run directory; another
@@ -106,6 +107,8 @@ class RunState:
         self.mode, self.min_delta, self.patience = mode, min_delta, patience
         self.chief, self.log, self.unit = chief, log, unit
         self._finite = FiniteCheck(model, optimizer, names)
+        # A best holds the model's variables alone: its check reads no optimizer slot.
+        self._finite_weights = FiniteCheck(model, None, names)
         self._extra, self._names, self._max_to_keep = dict(extra or {}), names, max_to_keep
         self._scratch: str | None = None
         self._open = False
@@ -270,9 +273,9 @@ class RunState:
 
         Raises:
           CheckpointError: the best checkpoint could not be written (one line).
-          TrainingError: a model or optimizer variable holds a NaN or an Inf.
+          TrainingError: a model variable holds a NaN or an Inf (what a best holds).
         """
-        self.check_finite(step)
+        self.check_finite(step, optimizer=False)
         improved = self.stopper.update(value, step)
         self._guarded(lambda: self.best.update(value, step), step)
         return improved
@@ -294,13 +297,15 @@ class RunState:
             self.finished.assign(finished)
         return self._guarded(lambda: self.latest.save(checkpoint_number=step), step)
 
-    def check_finite(self, step: int) -> None:
-        """Raises `TrainingError` when a model or optimizer variable holds a NaN or an Inf.
+    def check_finite(self, step: int, optimizer: bool = True) -> None:
+        """Raises `TrainingError` when a model (or, with `optimizer`, an optimizer)
+        variable holds a NaN or an Inf.
 
-        Run before every checkpoint, so none ever holds one; the message names the
-        first such variable in layer order and the best checkpoint kept.
+        Run before every checkpoint on what it holds (a best: the model's variables; a
+        latest: the optimizer's slots too), so none ever holds one; the message names
+        the first such variable in layer order and the best checkpoint kept.
         """
-        bad = self._finite.first_nonfinite()
+        bad = (self._finite if optimizer else self._finite_weights).first_nonfinite()
         if bad is not None:
             raise TrainingError(nonfinite_message(bad, step, self.unit, self._kept_step()))
 
