@@ -215,11 +215,14 @@ def test_steps_per_execution_records_the_execution_holding_each_cadence_step(tmp
     assert all(np.isfinite(r) and r > 0 for r in ratios), ratios  # NaN: the update unseen
 
 
-@pytest.mark.parametrize("kind", ["traced", "jit_compile", "run_eagerly", "loss_scale", "sparse"])
+@pytest.mark.parametrize(
+    "kind", ["traced", "jit_compile", "run_eagerly", "loss_scale", "loss_scale_factor", "sparse"]
+)
 def test_gradients_are_those_of_fits_own_step(tmp_path, kind):
     """With plain SGD a step's update is the learning rate times its gradient: the
     recorded gradient norms are those of the batch fit trained, whether fit's step is
-    traced, compiled by XLA or eager, behind a LossScaleOptimizer (unscaled), or sparse
+    traced, compiled by XLA or eager, behind a LossScaleOptimizer or with the optimizer's
+    own `loss_scale_factor` (unscaled both ways), or sparse
     (an Embedding's gradient made whole); and a second fit with another callback on
     the same optimizer (its train function already traced) still records them."""
     keras.utils.set_random_seed(0)
@@ -233,7 +236,7 @@ def test_gradients_are_those_of_fits_own_step(tmp_path, kind):
         inputs = [keras.Input((8,)), keras.layers.Dense(6, activation="relu", name="h")]
     y = np.random.randint(0, 3, 192)
     model = keras.Sequential([*inputs, keras.layers.Dense(3, name="o")])
-    optimizer = keras.optimizers.SGD(rate)
+    optimizer = keras.optimizers.SGD(rate, loss_scale_factor=128.0 if "factor" in kind else None)
     if kind == "loss_scale":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**10)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),

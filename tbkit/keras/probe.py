@@ -50,7 +50,8 @@ class Probe:
         self.model, self.batch, self.compiled = model, batch, compiled
         self.tap = tap
         # The recorder's forward pass also returns the activations it records: the
-        # probe's one training-mode pass gives the gradients and the activations.
+        # probe's one training-mode pass gives the activations (and, without the
+        # tap's copies, the gradients).
         self.recorder = recorder
         self._fns = None
         self._before = None
