@@ -256,3 +256,21 @@ def test_gradients_are_those_of_fits_own_step(tmp_path, kind):
     for step, update, gradient in seen:
         assert np.all(gradient > 0), (step, gradient)
         np.testing.assert_allclose(update, rate * gradient, rtol=1e-4, err_msg=str(step))
+
+
+def test_without_a_probe_batch_the_gradients_are_still_fits_own(tmp_path):
+    """No validation_data and no probe: the gradient summaries come from fit's step, the
+    activation fractions (which need a batch to probe) are left out, said once."""
+    keras.utils.set_random_seed(0)
+    x = np.random.rand(96, 8).astype("float32")
+    y = np.random.randint(0, 3, 96)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, activation="relu", name="h"),
+                              keras.layers.Dense(3, name="o")])  # fmt: skip
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = tbk.TensorBoardRun(str(tmp_path), summary_every=3, monitor="loss", log=lambda _: None)
+    with pytest.warns(RuntimeWarning, match="no probe batch .*: no activation fractions$"):
+        model.fit(x, y, batch_size=32, epochs=2, callbacks=[cb], verbose=0)
+    tags = set(load_events(str(tmp_path / "train")).Tags()["tensors"])
+    assert {"h/kernel/gradient_norm", "o/bias/update_ratio", "gradient_global_norm"} <= tags
+    assert not {t for t in tags if "/activations/" in t}
+    assert sorted(scalars(load_events(str(tmp_path / "train")), "h/kernel/gradient_norm")) == [3, 6]

@@ -385,6 +385,7 @@ class TensorBoardRun(keras.callbacks.Callback):
                 # best, as a non-finite loss does (the weights it holds are not usable).
                 diverged = isinstance(e, TrainingError) and self.restore_best_weights
                 for close in (
+                    self._disarm,
                     lambda: (
                         self.state.restore_best() if diverged and self.state.best_path else None
                     ),
@@ -396,6 +397,12 @@ class TensorBoardRun(keras.callbacks.Callback):
                     with contextlib.suppress(Exception):  # the first error is the one to report
                         close()
             raise
+
+    def _disarm(self) -> None:
+        """A batch armed but never recorded (a NaN loss, an error): fit's later steps
+        must not go on copying their gradients."""
+        if self._probe is not None and self._probe.tap is not None:
+            self._probe.tap.disarm()
 
     def _ended(self, failed: bool) -> Ended:
         count = int(self.epoch.numpy())
@@ -535,8 +542,7 @@ class TensorBoardRun(keras.callbacks.Callback):
             # last epoch's save already holds that state, unless fit ended early.
             epoch = int(self.epoch.numpy())
             failed = bool(self._diverged)
-            if self._probe is not None and self._probe.tap is not None:
-                self._probe.tap.disarm()  # a batch armed but never recorded (a NaN loss)
+            self._disarm()
             try:
                 if self._saved_epoch != epoch and not failed:
                     self._weights_checked(lambda: self.state.save_latest(epoch))
