@@ -69,9 +69,20 @@ class Probe:
         recorder = self.recorder
         forward = getattr(recorder, "training_forward", None)
 
+        def putting_back(fn):
+            # A training-mode pass moves BatchNorm statistics, seeds and metrics: undo it.
+            def run(*args):
+                saved = [tf.identity(v.value) for v in restore]
+                out = fn(*args)
+                for v, value in zip(restore, saved, strict=True):
+                    v.assign(value)
+                return out
+
+            return run
+
         @compile_
+        @putting_back
         def gradients(x, y):
-            saved = [tf.identity(v.value) for v in restore]
             with tf.GradientTape() as tape:
                 if forward is not None:
                     y_pred, acts = forward(x)
@@ -79,19 +90,14 @@ class Probe:
                     y_pred, acts = model(x, training=True), None
                 loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
             grads = tape.gradient(loss, variables)
-            for v, value in zip(restore, saved, strict=True):
-                v.assign(value)
             reduced = recorder.reduce_activations(acts) if acts is not None else {}
             return dense_gradients(grads, variables), reduced
 
         @compile_
+        @putting_back
         def activations(x):
             # The tap has the gradients: a forward pass alone, for what it probes.
-            saved = [tf.identity(v.value) for v in restore]
-            _, acts = forward(x)
-            for v, value in zip(restore, saved, strict=True):
-                v.assign(value)
-            return recorder.reduce_activations(acts)
+            return recorder.reduce_activations(forward(x)[1])
 
         @compile_
         def snapshot():
